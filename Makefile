@@ -1,0 +1,51 @@
+# Quickstart: `make run` serves the demo on :8000; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PGURL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+export VOUCHER_TEST_PG_ADMIN_URL ?= $(PGURL)
+export VOUCHER_TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: run test install services lint bench demo-db regen-migration clean
+
+$(STAMP): pyproject.toml merchant_sdk/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]' -e ./merchant_sdk
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Start the local PostgreSQL and Redis when they are not already answering (CI machines have them installed).
+services:
+	@bash scripts/ensure_services.sh
+
+demo-db: install
+	$(VENV)/bin/voucher-admin init-db
+	$(VENV)/bin/voucher-admin demo --if-empty
+
+run: demo-db
+	$(VENV)/bin/gunicorn --workers 2 --threads 4 --bind 0.0.0.0:8000 --access-logfile - 'voucher_service:create_app()'
+
+test: install services
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(VENV)/bin/ruff check voucher_service merchant_sdk scripts tests benchmarks
+	$(VENV)/bin/mypy voucher_service merchant_sdk
+
+bench: install services
+	$(PY) benchmarks/claims.py
+	$(PY) benchmarks/redemptions.py
+	$(PY) benchmarks/offline_verify.py
+	$(PY) benchmarks/reconcile.py
+
+# Before the first release only: rebuild the initial migration from the models.
+regen-migration: install
+	rm -f voucher_service/migrations/versions/0001_initial_schema.py /tmp/voucher-autogen.sqlite3
+	$(PY) -c "from alembic import command; from voucher_service.adapters.db.migrate import alembic_config; command.revision(alembic_config('sqlite:////tmp/voucher-autogen.sqlite3'), message='initial schema', autogenerate=True, rev_id='0001')"
+	$(VENV)/bin/ruff format voucher_service/migrations/versions/0001_initial_schema.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,3 @@
+"""Merchant SDK for the consumption-voucher service (being written)."""
+
+__all__: list[str] = []

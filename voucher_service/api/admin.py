@@ -1,0 +1,7 @@
+"""Programmes, merchants, terminals (admin)."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+bp = Blueprint("admin", __name__, url_prefix="/api/v1")

@@ -1,0 +1,7 @@
+"""Reports for administrators."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+bp = Blueprint("reports", __name__, url_prefix="/api/v1")

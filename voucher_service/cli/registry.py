@@ -1,0 +1,5 @@
+"""Certified-product registry commands."""
+
+from __future__ import annotations
+
+from voucher_service.cli import main, pass_state  # noqa: F401
