@@ -64,7 +64,8 @@ def create_admin_token(state: CliState, name: str) -> None:
 def run(args: list[str] | None = None, **kwargs: Any) -> int:
     """Run the CLI and return its exit code (for scripts/ wrappers)."""
     try:
-        main.main(args=args, standalone_mode=False, **kwargs)
+        # Without standalone mode click returns ctx.exit()'s code instead of raising SystemExit.
+        result = main.main(args=args, standalone_mode=False, **kwargs)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
@@ -72,7 +73,7 @@ def run(args: list[str] | None = None, **kwargs: Any) -> int:
         return 2 if exc.exit_code in (1, 2) else exc.exit_code
     except SystemExit as exc:
         return int(exc.code or 0)
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 # Commands of each area live in their own module and attach themselves to `main`.
