@@ -10,7 +10,7 @@ from pydantic.json_schema import models_json_schema
 from voucher_service.api.routing import ROUTES
 from voucher_service.domain.errors import VoucherServiceError
 
-SECURITY = {
+SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "admin": [{"adminBearer": []}],
     "consumer": [{"consumerBearer": []}],
     "merchant": [{"merchantSignature": []}],

@@ -50,7 +50,7 @@ def seal(session: Session, batch: int = SEAL_BATCH) -> int:
         if not got:
             return 0
     head = session.execute(select(AuditEntry.seq, AuditEntry.entry_hash).order_by(AuditEntry.seq.desc()).limit(1)).first()
-    last_seq, prev = (head[0], head[1]) if head and head[0] is not None else (0, GENESIS)
+    last_seq, prev = (int(head[0]), str(head[1])) if head and head[0] is not None else (0, GENESIS)
     pending = list(
         session.scalars(select(AuditEntry).where(AuditEntry.seq.is_(None)).order_by(AuditEntry.id).limit(batch))
     )
@@ -60,7 +60,8 @@ def seal(session: Session, batch: int = SEAL_BATCH) -> int:
         last_seq += 1
         entry.seq = last_seq
         entry.prev_hash = prev
-        entry.entry_hash = prev = chain_hash(prev, entry)
+        prev = chain_hash(prev, entry)
+        entry.entry_hash = prev
     session.flush()
     session.add(AuditSeal(last_seq=last_seq, head_hash=prev, entries=len(pending), sealed_at=dt.datetime.now(dt.UTC)))
     return len(pending)
