@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
+from voucher_service.api.fields import Fen, PositiveFen
 from voucher_service.domain.programs import ProgramSpec, TierSpec
 
 
@@ -15,8 +16,8 @@ class Strict(BaseModel):
 
 class TierIn(Strict):
     code: StrictStr = Field(min_length=1, max_length=32)
-    face_value_fen: StrictInt = Field(gt=0)
-    min_spend_fen: StrictInt = Field(ge=0)
+    face_value_fen: PositiveFen
+    min_spend_fen: Fen
     quantity: StrictInt = Field(gt=0, le=10_000_000)
 
 
@@ -27,19 +28,19 @@ class EligibilityIn(Strict):
 
 class TargetIn(Strict):
     county_code: StrictStr = Field(pattern=r"^\d{6}$")
-    target_fen: StrictInt = Field(ge=0)
+    target_fen: Fen
 
 
 class OfflineIn(Strict):
-    max_offline_fen_per_terminal: StrictInt = Field(ge=0)
-    max_offline_hours: StrictInt = Field(ge=0)
+    max_offline_fen_per_terminal: Fen
+    max_offline_hours: StrictInt = Field(ge=0, le=24 * 366)
 
 
 class ProgramIn(Strict):
     """A programme (CONTRACT §7)."""
 
     name: StrictStr = Field(min_length=1, max_length=200)
-    budget_fen: StrictInt = Field(gt=0)
+    budget_fen: PositiveFen
     starts_at: AwareDatetime
     ends_at: AwareDatetime
     voucher_validity_days: StrictInt = Field(ge=1, le=3660)
