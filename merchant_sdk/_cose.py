@@ -1,0 +1,309 @@
+"""Offline verification of VC1 tokens: Base45 -> COSE_Sign1 (tag 18, ES256) -> CBOR voucher claims.
+
+Kept lean on purpose: public keys are parsed once into a KeySet, the Sig_structure is assembled from
+bytes, and nothing is re-derived per call (benchmarks/offline_verify.py holds it to raw ES256 speed).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+import cbor2
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+
+from merchant_sdk._base45 import b45decode
+from merchant_sdk._errors import TokenInvalid, TokenMalformed, VoucherExpired, VoucherNotYetValid
+from merchant_sdk._models import VoucherClaims
+
+TOKEN_PREFIX = "VC1:"
+COSE_TAG_SIGN1 = 18
+ALG_ES256 = -7
+HDR_ALG, HDR_KID = 1, 4
+CLAIM_IAT, CLAIM_NBF, CLAIM_EXP, CLAIM_CTI = 6, 5, 4, 7
+CLAIM_PROGRAM, CLAIM_TIER, CLAIM_FACE, CLAIM_MIN_SPEND = -70001, -70002, -70003, -70004
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+# The constant head of Sig_structure: array(4), text(10) "Signature1"; then bstr protected, bstr "" ...
+_SIG1_HEAD = b"\x84\x6aSignature1"
+
+
+def b64url(data: bytes) -> str:
+    """Base64url without padding, as JWK uses."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    """Decode base64url with or without padding; raise ValueError when it is not base64url."""
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not base64url: {exc}") from None
+
+
+def _bstr(data: bytes) -> bytes:
+    """A CBOR byte string: the major-type-2 head, then the bytes."""
+    n = len(data)
+    if n < 24:
+        head = bytes((0x40 | n,))
+    elif n < 0x100:
+        head = bytes((0x58, n))
+    elif n < 0x10000:
+        head = b"\x59" + n.to_bytes(2, "big")
+    else:
+        head = b"\x5a" + n.to_bytes(4, "big")
+    return head + data
+
+
+def sig_structure(protected: bytes, payload: bytes) -> bytes:
+    """RFC 9052 Sig_structure for COSE_Sign1 with empty external AAD, as bytes."""
+    return _SIG1_HEAD + _bstr(protected) + b"\x40" + _bstr(payload)
+
+
+def public_key_from_jwk(jwk: Mapping[str, Any]) -> ec.EllipticCurvePublicKey:
+    """Load an EC P-256 public key from a JWK; raise ValueError when it is not one."""
+    if jwk.get("kty") != "EC" or jwk.get("crv") != "P-256":
+        raise ValueError("key must be an EC P-256 JWK")
+    try:
+        x = int.from_bytes(b64url_decode(str(jwk["x"])), "big")
+        y = int.from_bytes(b64url_decode(str(jwk["y"])), "big")
+        return ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValueError(f"not a valid P-256 point: {exc}") from None
+
+
+def public_jwk(public_key: ec.EllipticCurvePublicKey) -> dict[str, str]:
+    """The EC P-256 JWK of a public key, with the contract's kid (SHA-256 of the SPKI, 8 bytes)."""
+    numbers = public_key.public_numbers()
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": b64url(numbers.x.to_bytes(32, "big")),
+        "y": b64url(numbers.y.to_bytes(32, "big")),
+        "kid": b64url(hashlib.sha256(der).digest()[:8]),
+        "alg": "ES256",
+        "use": "sig",
+    }
+
+
+def sign_raw(private_key: ec.EllipticCurvePrivateKey, message: bytes) -> bytes:
+    """ES256 signature as raw 64-byte r||s."""
+    r, s = decode_dss_signature(private_key.sign(message, _ECDSA_SHA256))
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def verify_raw(public_key: ec.EllipticCurvePublicKey, message: bytes, signature: bytes) -> bool:
+    """Check a raw r||s ES256 signature."""
+    if len(signature) != 64:
+        return False
+    der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+    try:
+        public_key.verify(der, message, _ECDSA_SHA256)
+    except InvalidSignature:
+        return False
+    return True
+
+
+class KeySet:
+    """Parsed voucher-signing public keys by kid bytes; replaced as a whole when keys are refreshed."""
+
+    def __init__(self, jwks: Mapping[str, Any] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[bytes, ec.EllipticCurvePublicKey] = {}
+        self.jwks: dict[str, Any] = {"keys": []}
+        self.loaded = False
+        if jwks is not None:
+            self.load(jwks)
+
+    def load(self, jwks: Mapping[str, Any]) -> None:
+        """Replace the keys with those of a JWKS document; keys that are not ES256 P-256 are skipped."""
+        keys: dict[bytes, ec.EllipticCurvePublicKey] = {}
+        entries = jwks.get("keys") if isinstance(jwks, Mapping) else None
+        for jwk in entries if isinstance(entries, list) else []:
+            if not isinstance(jwk, Mapping) or jwk.get("alg", "ES256") != "ES256" or not jwk.get("kid"):
+                continue
+            try:
+                keys[b64url_decode(str(jwk["kid"]))] = public_key_from_jwk(jwk)
+            except ValueError:
+                continue
+        with self._lock:
+            self._keys = keys
+            self.jwks = {
+                "keys": [dict(k) for k in entries if isinstance(k, Mapping)]
+                if isinstance(entries, list)
+                else []
+            }
+            self.loaded = True
+
+    def get(self, kid: bytes) -> ec.EllipticCurvePublicKey | None:
+        """The public key with this kid, or None."""
+        return self._keys.get(kid)
+
+    def kids(self) -> Iterable[bytes]:
+        """The kids known."""
+        return tuple(self._keys)
+
+
+class ParsedToken(NamedTuple):  # a NamedTuple: built on every verify(), and cheaper than a dataclass
+    """A decoded, not yet verified COSE_Sign1."""
+
+    kid: bytes
+    protected: bytes
+    payload: bytes
+    signature: bytes
+
+    def signed_bytes(self) -> bytes:
+        """The Sig_structure the signature covers."""
+        return sig_structure(self.protected, self.payload)
+
+
+def _kid_of(protected: bytes) -> bytes:
+    """The kid of an ES256 protected header; each distinct header is parsed once (there is one per key)."""
+    kid = _PROTECTED_KIDS.get(protected)
+    if kid is not None:
+        return kid
+    try:
+        header = cbor2.loads(protected)
+    except Exception:
+        raise TokenMalformed("The protected header is not CBOR.") from None
+    if not isinstance(header, dict) or header.get(HDR_ALG) != ALG_ES256:
+        raise TokenMalformed("The protected header must say ES256.")
+    kid = header.get(HDR_KID)
+    if not isinstance(kid, bytes):
+        raise TokenMalformed("The protected header lacks a kid.")
+    if len(_PROTECTED_KIDS) < 256:  # bounded: forged headers cannot grow it without limit
+        _PROTECTED_KIDS[protected] = kid
+    return kid
+
+
+_PROTECTED_KIDS: dict[bytes, bytes] = {}
+
+
+def _bstr_at(raw: bytes, pos: int) -> tuple[bytes, int]:
+    """The definite-length byte string whose head is at `pos`, and the position after it."""
+    head = raw[pos]
+    if 0x40 <= head <= 0x57:
+        n, pos = head - 0x40, pos + 1
+    elif head == 0x58:
+        n, pos = raw[pos + 1], pos + 2
+    elif head == 0x59:
+        n, pos = (raw[pos + 1] << 8) | raw[pos + 2], pos + 3
+    else:
+        raise ValueError("not a short byte string")
+    if pos + n > len(raw):
+        raise ValueError("truncated byte string")
+    return raw[pos : pos + n], pos + n
+
+
+def _fast_sign1(raw: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """(protected, payload, signature) of the one layout the service emits (tag 18, four members, an
+    empty unprotected map), read by slicing; None for any other layout, which cbor2 then decodes."""
+    try:
+        if raw[:2] != b"\xd2\x84":
+            return None
+        protected, pos = _bstr_at(raw, 2)
+        if raw[pos] != 0xA0:
+            return None
+        payload, pos = _bstr_at(raw, pos + 1)
+        signature, pos = _bstr_at(raw, pos)
+    except (IndexError, ValueError):
+        return None
+    return (protected, payload, signature) if pos == len(raw) else None
+
+
+def parse_token(token: str) -> ParsedToken:
+    """Decode `VC1:` + Base45(COSE_Sign1); raise TokenMalformed when it is not such a token."""
+    if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX):
+        raise TokenMalformed("The voucher text does not start with VC1:.")
+    try:
+        raw = b45decode(token[4:])
+    except ValueError:
+        raise TokenMalformed("The voucher text is not Base45.") from None
+    fast = _fast_sign1(raw)
+    if fast is not None:
+        return ParsedToken(_kid_of(fast[0]), *fast)
+    try:
+        obj = cbor2.loads(raw)
+    except Exception:  # cbor2 raises several types for garbage
+        raise TokenMalformed("The voucher text does not decode as CBOR.") from None
+    if isinstance(obj, cbor2.CBORTag):
+        if obj.tag != COSE_TAG_SIGN1:
+            raise TokenMalformed("The voucher is not a COSE_Sign1.")
+        obj = obj.value
+    if not (isinstance(obj, list) and len(obj) == 4):
+        raise TokenMalformed("COSE_Sign1 must be an array of four.")
+    protected, _unprotected, payload, signature = obj
+    if not (type(protected) is bytes and type(payload) is bytes and type(signature) is bytes):
+        raise TokenMalformed("COSE_Sign1 members have the wrong types.")
+    return ParsedToken(_kid_of(protected), protected, payload, signature)
+
+
+def claims_from_payload(payload: bytes, kid: bytes) -> VoucherClaims:
+    """The voucher claims of a verified payload; raise TokenMalformed when a claim is missing or mistyped."""
+    try:
+        claims = cbor2.loads(payload)
+        cti, program, tier = claims[CLAIM_CTI], claims[CLAIM_PROGRAM], claims[CLAIM_TIER]
+        face, min_spend = claims[CLAIM_FACE], claims[CLAIM_MIN_SPEND]
+        iat, nbf, exp = claims[CLAIM_IAT], claims[CLAIM_NBF], claims[CLAIM_EXP]
+    except Exception as exc:  # cbor2 errors, not a map, missing keys
+        raise TokenMalformed(f"The voucher payload lacks a claim: {exc!r}") from None
+    # `type(x) is int` also refuses bools; checked inline because this runs on every verify().
+    if not (
+        type(cti) is bytes
+        and len(cti) == 16
+        and type(program) is str
+        and type(tier) is str
+        and type(face) is int
+        and type(min_spend) is int
+        and type(iat) is int
+        and type(nbf) is int
+        and type(exp) is int
+    ):
+        raise TokenMalformed("The voucher payload has a claim of the wrong type.")
+    h = cti.hex()
+    return VoucherClaims(
+        voucher_id=f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
+        program_id=program,
+        tier=tier,
+        face_value_fen=face,
+        min_spend_fen=min_spend,
+        iat=iat,
+        nbf=nbf,
+        exp=exp,
+        kid=_kid_text(kid),
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _kid_text(kid: bytes) -> str:
+    return b64url(kid)
+
+
+def verify_parsed(parsed: ParsedToken, keys: KeySet, now: float) -> VoucherClaims:
+    """Check signature, kid and validity window of a parsed token against `keys` at unix time `now`."""
+    public_key = keys.get(parsed.kid)
+    if public_key is None:
+        raise TokenInvalid(f"The voucher was signed by an unknown key (kid {b64url(parsed.kid)}).")
+    sig = parsed.signature
+    if len(sig) != 64:
+        raise TokenInvalid("The voucher signature is not a 64-byte ES256 signature.")
+    der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
+    try:
+        public_key.verify(
+            der, _SIG1_HEAD + _bstr(parsed.protected) + b"\x40" + _bstr(parsed.payload), _ECDSA_SHA256
+        )
+    except InvalidSignature:
+        raise TokenInvalid("The voucher signature does not verify.") from None
+    claims = claims_from_payload(parsed.payload, parsed.kid)
+    if now < claims.nbf:
+        raise VoucherNotYetValid(f"The voucher is valid from unix time {claims.nbf}.")
+    if now >= claims.exp:
+        raise VoucherExpired(f"The voucher expired at unix time {claims.exp}.")
+    return claims
