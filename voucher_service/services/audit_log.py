@@ -45,11 +45,12 @@ def chain_hash(prev_hash: str, entry: AuditEntry) -> str:
 def seal(session: Session, batch: int = SEAL_BATCH) -> int:
     """Seal up to `batch` unsealed entries in the caller's transaction; return how many were sealed."""
     if session.get_bind().dialect.name == "postgresql":
-        # One sealer at a time across processes; others skip rather than wait.
-        got = session.execute(text("SELECT pg_try_advisory_xact_lock(74110001)")).scalar()
-        if not got:
-            return 0
-    head = session.execute(select(AuditEntry.seq, AuditEntry.entry_hash).order_by(AuditEntry.seq.desc()).limit(1)).first()
+        # One sealer at a time across processes. Waiting (rather than skipping) means a caller such
+        # as `audit` that seals before verifying never sees entries another sealer is still chaining.
+        session.execute(text("SELECT pg_advisory_xact_lock(74110001)"))
+    # Only sealed entries: PostgreSQL sorts NULLs first in DESC order, so unsealed ones would come first.
+    head = session.execute(select(AuditEntry.seq, AuditEntry.entry_hash).where(AuditEntry.seq.is_not(None))
+                           .order_by(AuditEntry.seq.desc()).limit(1)).first()
     last_seq, prev = (int(head[0]), str(head[1])) if head and head[0] is not None else (0, GENESIS)
     pending = list(
         session.scalars(select(AuditEntry).where(AuditEntry.seq.is_(None)).order_by(AuditEntry.id).limit(batch))
