@@ -118,3 +118,52 @@ def problem_code(resp: Any) -> str:
         assert key in body, body
     assert body["status"] == resp.status_code
     return str(body["code"])
+
+
+def sms_code(outbox: str, phone: str) -> str:
+    """The last one-time code the development SMS outbox holds for a phone (11 digits)."""
+    with open(outbox, encoding="utf-8") as fh:
+        codes = [json.loads(line) for line in fh if line.strip()]
+    return str([c for c in codes if c["phone"] == phone][-1]["code"])
+
+
+def consumer_headers(client: FlaskClient, outbox: str, phone: str) -> dict[str, str]:
+    """Log a consumer in by SMS code; return its Authorization header."""
+    sent = client.post("/api/v1/consumer/otp", json={"phone": phone})
+    assert sent.status_code == 202, sent.get_json()
+    resp = client.post("/api/v1/consumer/sessions", json={"phone": phone, "code": sms_code(outbox, phone)})
+    assert resp.status_code == 201, resp.get_json()
+    return {"Authorization": f"Bearer {resp.get_json()['token']}"}
+
+
+def issue_test_voucher(
+    ctx: Any, program_id: str, tier: str, holder: str = "h1", valid_from: Any = None, expires_at: Any = None
+) -> tuple[str, str]:
+    """Issue a voucher from the programme's pool without the claims route: (voucher_id, token)."""
+    import datetime as dt
+
+    from sqlalchemy import select
+
+    from voucher_service.adapters.db.models import Program, Voucher
+    from voucher_service.services import ledger
+    from voucher_service.services.tokens import sign_voucher
+
+    now = ctx.now()
+    ctx.keys.active()  # load the keys first: on SQLite the key ring cannot read inside our write transaction
+    with ctx.sessions.begin() as s:
+        program = s.get(Program, program_id)
+        voucher = s.scalars(select(Voucher).where(Voucher.program_id == program_id, Voucher.tier_code == tier,
+                                                  Voucher.status == "available").limit(1)).first()
+        assert program is not None and voucher is not None, "no available voucher of that tier"
+        start = valid_from or now
+        end = expires_at or min(start + dt.timedelta(days=program.voucher_validity_days), program.ends_at)
+        token, kid = sign_voucher(ctx, voucher_id=voucher.id, program_id=program_id, tier=tier,
+                                  face_value_fen=voucher.face_value_fen, min_spend_fen=voucher.min_spend_fen,
+                                  issued_at=now, valid_from=start, expires_at=end)
+        voucher.status = "issued"
+        voucher.holder_hash = ctx.box.keyed_hash("phone", holder)
+        voucher.claimed_at, voucher.valid_from, voucher.expires_at = now, start, end
+        voucher.kid, voucher.token, voucher.status_changed_at = kid, token, now
+        ledger.move(s, program_id=program_id, kind="claim", from_bucket="unclaimed", to_bucket="outstanding",
+                    amount_fen=voucher.face_value_fen, at=now, voucher_id=voucher.id, ref=tier)
+        return voucher.id, token

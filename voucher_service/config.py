@@ -36,6 +36,8 @@ class Settings:
     signature_window_s: int = 300
     idempotency_lease_s: int = 30
     audit_seal_interval_s: float = 1.0
+    # End-to-end tests only: a worker exits right after a redemption commits, before it replies.
+    crash_after_commit: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -79,7 +81,11 @@ class Settings:
             sms_outbox=env_vars.get("VOUCHER_SMS_OUTBOX") or None,
             var_dir=var_dir,
             redis_prefix=env_vars.get("VOUCHER_REDIS_PREFIX", "voucher:"),
+            crash_after_commit=env == "test" and env_vars.get("VOUCHER_TEST_CRASH_AFTER_COMMIT") == "1",
         )
+        if env_vars.get("VOUCHER_CLAIM_RATE_PER_MINUTE"):
+            # Load tests and benchmarks claim far faster than any one holder or platform should.
+            values["claim_rate_per_minute"] = int(env_vars["VOUCHER_CLAIM_RATE_PER_MINUTE"])
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 
