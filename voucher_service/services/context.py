@@ -43,8 +43,16 @@ class ServiceContext:
         engine = make_engine(settings.database_url)
         sessions = make_session_factory(engine)
 
+        # Keys may be reloaded while the same thread holds SQLite's write lock (a claim signs inside
+        # its transaction), so they are read through a reader that never takes that lock.
+        key_reader = (
+            make_session_factory(make_engine(settings.database_url, sqlite_write_lock=False))
+            if engine.dialect.name == "sqlite"
+            else sessions
+        )
+
         def load_keys() -> list[SigningKey]:
-            with sessions() as s:
+            with key_reader() as s:
                 return list(s.scalars(select(SigningKey).where(SigningKey.status != "expired")))
 
         return cls(

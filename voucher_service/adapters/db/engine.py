@@ -17,15 +17,15 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Build an engine; SQLite gets WAL, a busy timeout and write-locking transactions."""
+def make_engine(url: str, *, sqlite_write_lock: bool = True, **kwargs: Any) -> Engine:
+    """Build an engine; SQLite gets WAL, a busy timeout and (unless told not to) write-locking transactions."""
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False}, **kwargs)
-        _make_sqlite_transactional(engine)
+        _make_sqlite_transactional(engine, sqlite_write_lock)
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
@@ -33,7 +33,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
-def _make_sqlite_transactional(engine: Engine) -> None:
+def _make_sqlite_transactional(engine: Engine, write_lock: bool) -> None:
     # pysqlite's own transaction handling defers BEGIN and deadlocks read-then-write transactions
     # under concurrency; take the write lock up front instead (BEGIN IMMEDIATE) and let the busy
     # timeout queue writers. SQLite is the embedded default, not the rush configuration.
@@ -49,7 +49,9 @@ def _make_sqlite_transactional(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read-only engine (write_lock=False) must not queue behind a writer: in WAL mode plain
+        # BEGIN reads a snapshot while another connection holds the write lock.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write_lock else "BEGIN")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
