@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""Claims per second under a rush, against a trivial endpoint of the same app as the baseline.
+
+Starts gunicorn (2 workers, gthread) on a fresh PostgreSQL database (created here, dropped at the
+end) with Redis, then, with the same client concurrency:
+  1. baseline: GET /healthz (JSON, no database) for a fixed time;
+  2. claims: a platform merchant claims for distinct holders (signed requests) until a tier of
+     --quantity vouchers sells out.
+Prints details and, as its last line: claims_per_s=N baseline_per_s=M ratio=R
+
+    python benchmarks/claims.py [--quantity 20000] [--procs 4] [--threads 8] [--time-limit 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import http.client
+import json
+import multiprocessing as mp
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sqlalchemy import create_engine, func, select, text  # noqa: E402
+
+from benchmarks._server import gunicorn_server  # noqa: E402
+from voucher_service.adapters.db.migrate import upgrade  # noqa: E402
+from voucher_service.adapters.db.models import LedgerEntry, Voucher  # noqa: E402
+from voucher_service.config import Settings  # noqa: E402
+from voucher_service.domain.programs import ProgramSpec, TierSpec  # noqa: E402
+from voucher_service.services import merchants, programs  # noqa: E402
+from voucher_service.services.context import ServiceContext  # noqa: E402
+from voucher_service.services.keys import ensure_signing_keys  # noqa: E402
+
+PG_ADMIN_URL = os.environ.get(
+    "VOUCHER_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("VOUCHER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+FACE_FEN = 2000
+
+
+@dataclass
+class Phase:
+    """What one client process saw."""
+
+    statuses: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    started: float = 0.0
+    ended: float = 0.0
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+    mode: str  # healthz | claims
+    program_id: str = ""
+    tier: str = ""
+    merchant_id: str = ""
+    secret: str = ""
+
+
+def _signed(target: Target, path: str, body: bytes) -> dict[str, str]:
+    ts, nonce = str(int(time.time())), secrets.token_hex(12)
+    canonical = "\n".join(["POST", path, ts, nonce, hashlib.sha256(body).hexdigest()])
+    signature = hmac.new(target.secret.encode(), canonical.encode(), hashlib.sha256).hexdigest()
+    return {
+        "X-Voucher-Merchant": target.merchant_id,
+        "X-Voucher-Timestamp": ts,
+        "X-Voucher-Nonce": nonce,
+        "X-Voucher-Signature": "v1=" + signature,
+        "Content-Type": "application/json",
+    }
+
+
+def _client_thread(
+    target: Target, tag: str, go: Any, stop: Any, seconds: float, cap: int, out: Phase, lock: threading.Lock
+) -> None:
+    conn = http.client.HTTPConnection(target.host, target.port, timeout=60)
+    path = f"/api/v1/programs/{target.program_id}/claims"
+    go.wait()
+    deadline = time.monotonic() + seconds
+    n = 0
+    while not stop.is_set() and n < cap and time.monotonic() < deadline:
+        t0 = time.monotonic()
+        if target.mode == "healthz":
+            conn.request("GET", "/healthz")
+        else:
+            body = json.dumps({"tier": target.tier, "holder_ref": f"{tag}-{n}"}).encode()
+            conn.request("POST", path, body=body, headers=_signed(target, path, body))
+        resp = conn.getresponse()
+        data = resp.read()
+        elapsed = time.monotonic() - t0
+        key = str(resp.status)
+        if resp.status >= 400:
+            key += ":" + json.loads(data).get("code", "")
+        if key == "409:tier_sold_out":
+            stop.set()  # the rush is over
+        with lock:
+            out.statuses[key] += 1
+            out.latencies.append(elapsed)
+        n += 1
+    conn.close()
+
+
+def _client_process(
+    target: Target, proc_no: int, threads: int, go: Any, stop: Any, seconds: float, cap: int, results: Any
+) -> None:
+    out, lock = Phase(), threading.Lock()
+    workers = [
+        threading.Thread(
+            target=_client_thread, args=(target, f"p{proc_no}t{i}", go, stop, seconds, cap, out, lock)
+        )
+        for i in range(threads)
+    ]
+    for w in workers:
+        w.start()
+    go.wait()
+    out.started = time.monotonic()
+    for w in workers:
+        w.join()
+    out.ended = time.monotonic()
+    results.put(out)
+
+
+def run_phase(target: Target, procs: int, threads: int, seconds: float, cap_per_thread: int) -> Phase:
+    """Drive the server from procs x threads keep-alive connections; merge what they saw."""
+    ctx = mp.get_context("fork")
+    go, stop, results = ctx.Event(), ctx.Event(), ctx.Queue()
+    children = [
+        ctx.Process(
+            target=_client_process, args=(target, p, threads, go, stop, seconds, cap_per_thread, results)
+        )
+        for p in range(procs)
+    ]
+    for c in children:
+        c.start()
+    time.sleep(1.0)  # let every connection thread reach the start line
+    go.set()
+    merged = Phase(started=time.monotonic())
+    for _ in children:
+        part = results.get()
+        merged.statuses.update(part.statuses)
+        merged.latencies.extend(part.latencies)
+        merged.ended = max(merged.ended, part.ended)
+    for c in children:
+        c.join()
+    return merged
+
+
+def describe(name: str, phase: Phase) -> float:
+    """Print a phase's throughput and latency; return requests per second."""
+    total = sum(phase.statuses.values())
+    elapsed = phase.ended - phase.started
+    lat = sorted(phase.latencies) or [0.0]
+    pct = {p: lat[min(len(lat) - 1, int(len(lat) * p / 100))] * 1000 for p in (50, 90, 99)}
+    mean = statistics.fmean(lat) * 1000
+    print(f"{name}: {total} requests in {elapsed:.2f} s = {total / elapsed:.0f}/s; {dict(phase.statuses)}")
+    print(f"  latency ms: p50 {pct[50]:.1f}, p90 {pct[90]:.1f}, p99 {pct[99]:.1f}, mean {mean:.1f}")
+    return total / elapsed
+
+
+def seed(settings: Settings, quantity: int) -> tuple[str, dict[str, Any]]:
+    """Schema, keys, an active programme (WARM tier for warm-up, RUSH tier of `quantity`), a platform."""
+    ctx = ServiceContext.build(settings)
+    try:
+        upgrade(ctx.engine)
+        ensure_signing_keys(ctx)
+        now = ctx.now()
+        spec = ProgramSpec(
+            name="benchmark",
+            budget_fen=FACE_FEN * (quantity + 2000),
+            starts_at=now.replace(year=now.year - 1),
+            ends_at=now.replace(year=now.year + 1),
+            voucher_validity_days=30,
+            per_person_limit=2,
+            channels=("online",),
+            tiers=(TierSpec("WARM", FACE_FEN, 6000, 2000), TierSpec("RUSH", FACE_FEN, 6000, quantity)),
+            certification_types=("national",),
+            county_codes=None,
+            targets=(),
+            max_offline_fen_per_terminal=0,
+            max_offline_hours=0,
+        )
+        program = programs.create_program(ctx, spec, "bench")
+        platform = merchants.create_merchant(ctx, "benchmark platform", ["online"], True, "bench")
+        merchants.enrol_merchant(ctx, program["id"], platform["id"], "bench")
+        programs.activate_program(ctx, program["id"], "bench")
+    finally:
+        ctx.engine.dispose()
+    return program["id"], platform
+
+
+def verify(settings: Settings, program_id: str, quantity: int) -> str:
+    """Check the books after the rush: issued vouchers and claimed fen."""
+    engine = create_engine(settings.database_url)
+    with engine.connect() as conn:
+        issued = conn.scalar(
+            select(func.count())
+            .select_from(Voucher)
+            .where(Voucher.program_id == program_id, Voucher.tier_code == "RUSH", Voucher.status == "issued")
+        )
+        fen = conn.scalar(
+            select(func.sum(LedgerEntry.amount_fen)).where(
+                LedgerEntry.program_id == program_id, LedgerEntry.kind == "claim", LedgerEntry.ref == "RUSH"
+            )
+        )
+    engine.dispose()
+    ok = issued == quantity and fen == quantity * FACE_FEN
+    return (
+        f"database: {issued} RUSH vouchers issued, {fen} fen claimed ({'as expected' if ok else 'MISMATCH'})"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quantity", type=int, default=20_000, help="vouchers in the tier that sells out")
+    parser.add_argument("--procs", type=int, default=4, help="client processes")
+    parser.add_argument("--threads", type=int, default=8, help="connections per client process")
+    parser.add_argument("--baseline-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--time-limit", type=float, default=120.0, help="seconds the claim rush may take at most"
+    )
+    parser.add_argument("--pg-admin-url", default=PG_ADMIN_URL)
+    parser.add_argument("--redis-url", default=REDIS_URL)
+    args = parser.parse_args()
+
+    admin = create_engine(args.pg_admin_url, isolation_level="AUTOCOMMIT")
+    db = f"vbench_claims_{secrets.token_hex(4)}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{db}"'))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = Settings(
+                database_url=args.pg_admin_url.rsplit("/", 1)[0] + "/" + db,
+                redis_url=args.redis_url,
+                env="production",
+                secret_key=secrets.token_urlsafe(48),
+                signing_key_passphrase=secrets.token_urlsafe(24),
+                sms_outbox=None,
+                var_dir=Path(tmp),
+                redis_prefix=f"vbench:{secrets.token_hex(4)}:",
+            )
+            return run(args, settings)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Seed, serve, measure both phases and print the result line."""
+    program_id, platform = seed(settings, args.quantity)
+    env = {
+        "VOUCHER_DATABASE_URL": settings.database_url,
+        "VOUCHER_REDIS_URL": settings.redis_url or "",
+        "VOUCHER_REDIS_PREFIX": settings.redis_prefix,
+        "VOUCHER_ENV": settings.env,
+        "VOUCHER_SECRET_KEY": settings.secret_key,
+        "VOUCHER_SIGNING_KEY_PASSPHRASE": settings.signing_key_passphrase,
+        "VOUCHER_VAR_DIR": str(settings.var_dir),
+        "VOUCHER_CLAIM_RATE_PER_MINUTE": str(10**9),
+    }
+    concurrency = args.procs * args.threads
+    print(
+        f"gunicorn 2 workers x 8 threads on PostgreSQL + Redis; client: {args.procs} processes x "
+        f"{args.threads} keep-alive connections = {concurrency}; {os.cpu_count()} CPUs shared by all"
+    )
+    with gunicorn_server(env, workers=2, threads=8, log_path=settings.var_dir / "gunicorn.log") as base_url:
+        url = urlsplit(base_url)
+        host, port = url.hostname or "127.0.0.1", int(url.port or 80)
+        health = Target(host, port, "healthz")
+        claims = Target(host, port, "claims", program_id, "RUSH", platform["id"], platform["api_secret"])
+        # Warm up both workers: imports, connection pools, caches of merchants, programmes and keys.
+        run_phase(health, args.procs, args.threads, 2.0, 50)
+        run_phase(
+            Target(host, port, "claims", program_id, "WARM", platform["id"], platform["api_secret"]),
+            args.procs,
+            args.threads,
+            30.0,
+            2000 // concurrency,
+        )
+        baseline = describe(
+            "baseline GET /healthz", run_phase(health, args.procs, args.threads, args.baseline_seconds, 10**9)
+        )
+        cap = (args.quantity * 3 // 2) // concurrency + 1  # a bounded number of requests
+        rush = run_phase(claims, args.procs, args.threads, args.time_limit, cap)
+    issued = rush.statuses.get("201", 0)
+    elapsed = rush.ended - rush.started
+    describe("claims POST /programs/{id}/claims", rush)
+    print(verify(settings, program_id, args.quantity))
+    errors = sum(n for k, n in rush.statuses.items() if k.startswith("5"))
+    if issued != args.quantity or errors:
+        print(f"WARNING: {issued} of {args.quantity} issued, {errors} server errors (time limit or failures)")
+    claims_per_s = issued / elapsed
+    print(
+        f"claims_per_s={claims_per_s:.0f} baseline_per_s={baseline:.0f} ratio={claims_per_s / baseline:.2f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
