@@ -157,4 +157,4 @@ RedemptionListQuery = create_model(
 class RevocationsQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    since: int = Field(0, ge=0)
+    since: int = Field(0, ge=0, le=2**62)

@@ -39,7 +39,7 @@ class ProductQuery(BaseModel):
 
 class SnapshotQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    since: int = Field(0, ge=0, description="the `version` of the last snapshot the caller holds")
+    since: int = Field(0, ge=0, le=2**62, description="the `version` of the last snapshot the caller holds")
 
 
 class Product(BaseModel):

@@ -48,15 +48,43 @@ def pydantic_errors(exc: ValidationError) -> list[dict[str, str]]:
     return out
 
 
+def _nul_fields(value: Any, path: str) -> list[str]:
+    """Where a NUL character hides in decoded JSON: no column type stores it, and no field needs it."""
+    if isinstance(value, str):
+        return [path] if "\x00" in value else []
+    if isinstance(value, dict):
+        return [
+            p
+            for k, v in value.items()
+            for p in _nul_fields(k, path) + _nul_fields(v, f"{path}.{k}" if path else str(k))
+        ]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _nul_fields(v, f"{path}.{i}" if path else str(i))]
+    return []
+
+
+def refuse_nul(values: dict[str, Any], where: str) -> None:
+    """Raise ValidationFailed when any text in `values` contains a NUL character."""
+    bad = _nul_fields(values, "")
+    if bad:
+        raise ValidationFailed(
+            f"The {where} contains a NUL character.",
+            [{"field": f or where, "message": "NUL characters are not allowed"} for f in bad],
+        )
+
+
 def parse_body(model: type[BaseModel]) -> Any:
     """Validate the raw JSON body against `model`; raise ValidationFailed with per-field errors."""
     raw = request.get_data(cache=True)
     if not raw.strip():
         raw = b"{}"
     try:
-        json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ValidationFailed("The body is not valid JSON.", [{"field": "body", "message": "invalid JSON"}]) from None
+        decoded = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ValidationFailed(
+            "The body is not valid JSON.", [{"field": "body", "message": "invalid JSON"}]
+        ) from None
+    refuse_nul({"body": decoded}, "body")
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
@@ -65,6 +93,7 @@ def parse_body(model: type[BaseModel]) -> Any:
 
 def parse_query(model: type[BaseModel]) -> Any:
     """Validate the query string against `model`."""
+    refuse_nul(dict(request.args.items()), "query")
     try:
         return model.model_validate({k: v for k, v in request.args.items()})
     except ValidationError as exc:
@@ -114,6 +143,7 @@ def endpoint(
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(view)
         def wrapper(**kwargs: Any) -> Response | Any:
+            refuse_nul(kwargs, "path")
             kwargs["principal"] = authenticate(auth)
             if body is not None:
                 kwargs["body"] = parse_body(body)
