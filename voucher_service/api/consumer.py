@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, current_app, request
+from sqlalchemy.orm import Session
 
 from voucher_service.api.auth import Principal, service_context
 from voucher_service.api.consumer_schemas import (
@@ -16,14 +18,18 @@ from voucher_service.api.consumer_schemas import (
     SessionOut,
     VoucherList,
 )
-from voucher_service.api.routing import endpoint, json_response
+from voucher_service.api.idempotent import run_idempotent
+from voucher_service.api.routing import endpoint, json_bytes, json_response
 from voucher_service.domain.errors import Forbidden, ValidationFailed
-from voucher_service.services import consumers, issuance
+from voucher_service.services import consumers, idempotency, issuance
+from voucher_service.services.idempotency import IdempotencyClaim
+from voucher_service.services.redemption import Outcome
 
 bp = Blueprint("consumer", __name__, url_prefix="/api/v1")
 CLAIM_ERRORS = (
     "validation_error", "unauthorized", "replayed_request", "forbidden", "merchant_not_enrolled", "not_found",
-    "program_not_active", "tier_sold_out", "claim_limit_reached", "rate_limited",
+    "program_not_active", "tier_sold_out", "claim_limit_reached", "rate_limited", "idempotency_in_progress",
+    "idempotency_key_reused",
 )
 
 
@@ -71,15 +77,33 @@ def _claimant(principal: Principal, body: ClaimIn) -> issuance.Claimant:
 
 
 @endpoint(bp, "/programs/<program_id>/claims", "POST", auth="consumer_or_merchant",
-          summary="Claim a voucher (a consumer for itself, or a platform merchant for its user)",
+          summary="Claim a voucher (a consumer for itself, or a platform merchant for its user; a platform "
+          "may send an Idempotency-Key, and a retry with it returns the same voucher)",
           body=ClaimIn, responses={201: ClaimOut}, errors=CLAIM_ERRORS)
 def claim_voucher(principal: Principal, program_id: str, body: ClaimIn) -> Response:
     claimant = _claimant(principal, body)
     catalog = current_app.extensions.setdefault("voucher_programs", issuance.ProgramCatalog())
     metrics = current_app.extensions["voucher_metrics"]
-    out = issuance.claim_voucher(service_context(), program_id, body.tier, claimant, catalog=catalog,
-                                 count=metrics.count)
-    return json_response(with_qr_urls(out), 201)
+
+    def issue(finish: Callable[[Session, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        return issuance.claim_voucher(service_context(), program_id, body.tier, claimant, catalog=catalog,
+                                      count=metrics.count, finish=finish)
+
+    if principal.kind == "merchant" and request.headers.get("Idempotency-Key") is not None:
+        # A platform retrying a claim whose answer it lost gets the same voucher, not a second one.
+        def once(claim: IdempotencyClaim) -> Outcome:
+            answer: list[Outcome] = []
+
+            def finish(s: Session, out: dict[str, Any]) -> None:
+                payload = with_qr_urls(out)
+                answer.append(Outcome(201, payload, json_bytes(payload)))
+                idempotency.complete(s, claim, 201, answer[0].body)
+
+            issue(finish)
+            return answer[0]
+
+        return run_idempotent(principal, once)
+    return json_response(with_qr_urls(issue()), 201)
 
 
 @endpoint(bp, "/consumer/vouchers", "GET", auth="consumer",

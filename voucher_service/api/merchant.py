@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response
 
 from voucher_service.api.auth import Principal, service_context
-from voucher_service.api.errors import problem
+from voucher_service.api.idempotent import run_idempotent
 from voucher_service.api.merchant_schemas import (
     RedemptionIn,
     RedemptionListQuery,
@@ -22,10 +21,7 @@ from voucher_service.api.merchant_schemas import (
     StoredRedemptionOut,
 )
 from voucher_service.api.routing import endpoint, json_response
-from voucher_service.domain.errors import ValidationFailed, VoucherServiceError
-from voucher_service.services import idempotency, redemption, redemption_records, reversals, revocations
-from voucher_service.services.idempotency import IdempotencyClaim, StoredResponse
-from voucher_service.services.redemption import Outcome
+from voucher_service.services import redemption, redemption_records, reversals, revocations
 
 bp = Blueprint("merchant", __name__, url_prefix="/api/v1")
 AUTH_ERRORS = ("unauthorized", "replayed_request")
@@ -44,47 +40,6 @@ CHECKOUT_ERRORS = (
     "threshold_not_met",
 )
 IDEMPOTENCY_ERRORS = ("idempotency_in_progress", "idempotency_key_reused")
-
-
-def _idempotency_key() -> str:
-    key = request.headers.get("Idempotency-Key")
-    if key is None or not 1 <= len(key) <= 255:
-        raise ValidationFailed(
-            "The Idempotency-Key header is required (1-255 characters).",
-            [{"field": "Idempotency-Key", "message": "required, 1-255 characters"}],
-        )
-    return key
-
-
-def _stored(answer: StoredResponse) -> Response:
-    mimetype = "application/json" if answer.status < 400 else "application/problem+json"
-    return Response(answer.body, status=answer.status, mimetype=mimetype)
-
-
-def _run_idempotent(principal: Principal, action: Callable[[IdempotencyClaim], Outcome]) -> Response:
-    """Do `action` once per Idempotency-Key; replay the stored answer, byte for byte, to a repeat."""
-    ctx = service_context()
-    merchant_id = principal.merchant_id
-    assert merchant_id is not None
-    key = _idempotency_key()
-    route = f"{request.method} {request.path}"
-    started = idempotency.begin(ctx, merchant_id, key, route, request.get_data(cache=True))
-    if isinstance(started, StoredResponse):
-        return _stored(started)
-    try:
-        outcome = action(started)
-    except VoucherServiceError as exc:
-        if exc.code in idempotency.TRANSIENT_CODES:
-            idempotency.release(ctx, started)
-            raise
-        # A definite refusal: keep it, so a retry with the key gets the same answer.
-        resp = problem(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
-        idempotency.store_error(ctx, started, resp.status_code, resp.get_data())
-        return resp
-    except BaseException:
-        idempotency.release(ctx, started)  # nothing committed: let a retry run again
-        raise
-    return Response(outcome.body, status=outcome.status, mimetype="application/json")
 
 
 @endpoint(
@@ -118,7 +73,7 @@ def preview_redemption(principal: Principal, body: RedemptionIn) -> Response:
 def create_redemption(principal: Principal, body: RedemptionIn) -> Response:
     ctx, merchant_id = service_context(), principal.merchant_id
     assert merchant_id is not None
-    return _run_idempotent(
+    return run_idempotent(
         principal, lambda claim: redemption.redeem_voucher(ctx, merchant_id, body.to_request(), claim)
     )
 
@@ -138,7 +93,7 @@ def create_redemption(principal: Principal, body: RedemptionIn) -> Response:
 def create_reversal(principal: Principal, redemption_id: str, body: ReversalIn) -> Response:
     ctx, merchant_id = service_context(), principal.merchant_id
     assert merchant_id is not None
-    return _run_idempotent(
+    return run_idempotent(
         principal,
         lambda claim: reversals.reverse_redemption(ctx, merchant_id, redemption_id, body.returned(), claim),
     )

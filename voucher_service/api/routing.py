@@ -157,10 +157,14 @@ def endpoint(
     return decorate
 
 
+def json_bytes(payload: Any) -> bytes:
+    """A payload as the API sends it: compact UTF-8 JSON."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """Serialise a payload as compact UTF-8 JSON."""
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-    resp = Response(body, status=status, mimetype="application/json")
+    resp = Response(json_bytes(payload), status=status, mimetype="application/json")
     for k, v in (headers or {}).items():
         resp.headers[k] = v
     return resp

@@ -144,8 +144,12 @@ def _check_rate(ctx: ServiceContext, key: str, who: str) -> None:
 def claim_voucher(
     ctx: ServiceContext, program_id: str, tier_code: str, claimant: Claimant, *,
     catalog: ProgramCatalog | None = None, count: EventCounter | None = None,
+    finish: Callable[[Session, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Issue one pool voucher of a tier to a holder; return the voucher with its signed token."""
+    """Issue one pool voucher of a tier to a holder; return the voucher with its signed token.
+
+    `finish` runs inside the claim's transaction (it stores the idempotent answer atomically with it).
+    """
     count = count or (lambda _event: None)
     catalog = catalog or ProgramCatalog()
     _check_rate(ctx, f"rate:claim:holder:{claimant.holder_hash}", "holder")
@@ -173,6 +177,8 @@ def claim_voucher(
     try:
         with ctx.sessions.begin() as s:
             out = _claim_in_transaction(s, key, terms, tier, claimant, now)
+            if finish is not None:
+                finish(s, out)
     except _Refused as refused:
         error = _explain_refusal(ctx, terms, tier, refused.reason)
         count(f"claims_refused_{error.code}")
