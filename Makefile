@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml merchant_sdk/pyproject.toml
 
 install: $(STAMP)
 
-# Start the local PostgreSQL and Redis when they are not already answering (CI machines have them installed).
+# Start the local PostgreSQL and Redis when they are not already answering (CI machines have them
+# installed), and install headless Chromium for the browser tests when it is missing.
 services:
 	@bash scripts/ensure_services.sh
+	@bash scripts/ensure_browser.sh
 
 demo-db: install
 	$(VENV)/bin/voucher-admin init-db
