@@ -21,8 +21,19 @@ from sqlalchemy.orm import Session
 
 from voucher_service.adapters.db.engine import is_postgres
 from voucher_service.adapters.db.models import IdempotencyRecord
-from voucher_service.domain.errors import IdempotencyInProgress, IdempotencyKeyReused
+from voucher_service.domain.errors import IdempotencyInProgress, IdempotencyKeyReused, VoucherServiceError
 from voucher_service.services.context import ServiceContext
+
+# The lease row on PostgreSQL: SET LOCAL synchronous_commit (see _relax_durability) folded into the
+# INSERT, which returns no row when the key exists already.
+PG_INSERT_LEASE = text("""
+INSERT INTO idempotency_records
+    (merchant_id, key, route, request_sha256, state, locked_until, created_at)
+SELECT :merchant_id, :key, :route, :request_sha256, 'in_progress', :locked_until, :created_at
+FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
+ON CONFLICT (merchant_id, key) DO NOTHING
+RETURNING 1
+""")
 
 # Failures worth trying again with the same key: their answers are not stored.
 TRANSIENT_CODES = frozenset({"idempotency_in_progress", "rate_limited"})
@@ -59,27 +70,33 @@ def begin(
     for _ in range(_ATTEMPTS):
         now = ctx.now()
         lease = now + dt.timedelta(seconds=ctx.settings.idempotency_lease_s)
-        try:
-            with ctx.sessions.begin() as s:
-                _relax_durability(s)
-                s.add(
-                    IdempotencyRecord(
-                        merchant_id=merchant_id,
-                        key=key,
-                        route=route[:200],
-                        request_sha256=digest,
-                        state="in_progress",
-                        locked_until=lease,
-                        created_at=now,
-                    )
-                )
+        if _insert_lease(ctx, merchant_id, key, route, digest, now, lease):
             return IdempotencyClaim(merchant_id, key, lease)
-        except IntegrityError:
-            pass  # the key exists already (perhaps inserted a moment ago by a concurrent request)
+        # The key exists already (perhaps inserted a moment ago by a concurrent request).
         outcome = _existing(ctx, merchant_id, key, digest, now, lease)
         if outcome is not None:
             return outcome
     raise IdempotencyInProgress("A request with this Idempotency-Key is still running; retry later.")
+
+
+def _insert_lease(
+    ctx: ServiceContext, merchant_id: str, key: str, route: str, digest: str, now: dt.datetime,
+    lease: dt.datetime,
+) -> bool:
+    """Insert the key's row `in_progress` in its own committed transaction; False when it exists."""
+    values = {"merchant_id": merchant_id, "key": key, "route": route[:200], "request_sha256": digest,
+              "locked_until": lease, "created_at": now}
+    if is_postgres(ctx.engine):
+        # One round trip, no unit of work; the conflict (a key already there) is not an error.
+        with ctx.sessions.begin() as s:
+            return s.connection().execute(PG_INSERT_LEASE, values).first() is not None
+    try:
+        with ctx.sessions.begin() as s:
+            _relax_durability(s)
+            s.add(IdempotencyRecord(state="in_progress", **values))
+        return True
+    except IntegrityError:
+        return False
 
 
 def _existing(
@@ -139,12 +156,15 @@ def _finish(session: Session, claim: IdempotencyClaim, status: int, body: bytes)
     ))
 
 
+def lease_lost() -> VoucherServiceError:
+    """The refusal when another attempt took the key over before this one could complete it."""
+    return IdempotencyInProgress("Another attempt with this Idempotency-Key took over; retry to get its answer.")
+
+
 def complete(session: Session, claim: IdempotencyClaim, status: int, body: bytes) -> None:
     """Store the answer in the effect's own transaction; raise when another attempt took the key over."""
     if _finish(session, claim, status, body) != 1:
-        raise IdempotencyInProgress(
-            "Another attempt with this Idempotency-Key took over; retry to get its answer."
-        )
+        raise lease_lost()
 
 
 def store_error(ctx: ServiceContext, claim: IdempotencyClaim, status: int, body: bytes) -> None:

@@ -13,22 +13,28 @@ import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
-from sqlalchemy import CursorResult, and_, insert, select, update
+from sqlalchemy import CursorResult, insert, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapper, Session
 
+from voucher_service.adapters.db.engine import is_postgres
 from voucher_service.adapters.db.models import (
     CertifiedProduct,
-    Enrolment,
-    Merchant,
-    Program,
     Redemption,
     RedemptionLine,
     RevocationEvent,
     Voucher,
+)
+from voucher_service.adapters.db.redemptions import (
+    Completion,
+    ProgramFacts,
+    RedemptionWrite,
+    VoucherFacts,
+    checkout_facts,
+    write_redemption,
 )
 from voucher_service.domain.clock import local_date, parse_rfc3339
 from voucher_service.domain.eligibility import (
@@ -87,8 +93,8 @@ class Outcome:
 @dataclass(frozen=True)
 class _Assessment:
     claims: VoucherClaims
-    voucher: Voucher
-    program: Program
+    voucher: VoucherFacts
+    program: ProgramFacts
     verdict: BasketVerdict
     at: dt.datetime
 
@@ -167,16 +173,11 @@ def _assess(
 ) -> _Assessment:
     """Check (after the token) voucher, enrolment, channel, programme and voucher state in the contract's
     order, then judge the basket; raise the first failure."""
-    row = s.execute(
-        select(Voucher, Program, Merchant.channels)
-        .join(Program, Program.id == Voucher.program_id)
-        .outerjoin(Enrolment, and_(Enrolment.program_id == Program.id, Enrolment.merchant_id == merchant_id))
-        .outerjoin(Merchant, Merchant.id == Enrolment.merchant_id)
-        .where(Voucher.id == claims.voucher_id)
-    ).first()
-    if row is None or row[0].program_id != claims.program_id or row[0].status == "available":
+    gtins = sorted({g for g in (gtin14(i.gtin) for i in req.items) if g is not None})
+    facts = checkout_facts(s, claims.voucher_id, merchant_id, gtins)
+    if facts is None or facts.voucher.program_id != claims.program_id or facts.voucher.status == "available":
         raise TokenInvalid("The token names no issued voucher of its programme.")
-    voucher, program, channels = row
+    voucher, program, channels, products = facts
     if not _same_issuance(voucher, claims):
         raise TokenInvalid("The token does not match this voucher's issuance (superseded or altered terms).")
     if channels is None:
@@ -185,7 +186,7 @@ def _assess(
         raise MerchantNotEnrolled(f"The merchant is not enrolled for this programme's {req.channel} channel.")
     _check_program(program, at, offline)
     _check_voucher(voucher, claims, at, offline)
-    by_gtin, by_sku = _registry_snapshot(s, merchant_id, req.items)
+    by_gtin, by_sku = _registry_snapshot(s, merchant_id, req.items, gtins, products)
     scope = EligibilityScope.from_program(program.eligibility)
     verdict = judge_basket(req.items, by_gtin, by_sku, scope, local_date(at, program.timezone),
                            face_value_fen=voucher.face_value_fen, min_spend_fen=voucher.min_spend_fen)
@@ -201,7 +202,7 @@ def _assess(
     return _Assessment(claims, voucher, program, verdict, at)
 
 
-def _same_issuance(voucher: Voucher, claims: VoucherClaims) -> bool:
+def _same_issuance(voucher: VoucherFacts, claims: VoucherClaims) -> bool:
     # A voucher issued again (new window) must not be redeemed with an older token, and the token's
     # terms, on which the receipt is signed, must be the voucher's.
     if voucher.expires_at is None or voucher.valid_from is None:
@@ -212,7 +213,7 @@ def _same_issuance(voucher: Voucher, claims: VoucherClaims) -> bool:
     return window == (claims.nbf, claims.exp) and terms == stated
 
 
-def _check_program(program: Program, at: dt.datetime, offline: bool) -> None:
+def _check_program(program: ProgramFacts, at: dt.datetime, offline: bool) -> None:
     if offline:
         # A till offline cannot learn of a suspension; what counts is that the programme ran then.
         activated = program.activated_at is not None and program.activated_at <= at
@@ -224,7 +225,7 @@ def _check_program(program: Program, at: dt.datetime, offline: bool) -> None:
         raise ProgramNotActive(f"No redemptions now: {why}.")
 
 
-def _check_voucher(voucher: Voucher, claims: VoucherClaims, at: dt.datetime, offline: bool) -> None:
+def _check_voucher(voucher: VoucherFacts, claims: VoucherClaims, at: dt.datetime, offline: bool) -> None:
     assert voucher.expires_at is not None and voucher.valid_from is not None
     if voucher.status == "void":
         raise VoucherVoid("The voucher was voided.")
@@ -246,12 +247,16 @@ def _snapshot(row: Any) -> ProductSnapshot:
 
 
 def _registry_snapshot(
-    s: Session, merchant_id: str, items: Iterable[BasketLine]
+    s: Session, merchant_id: str, items: Iterable[BasketLine], gtins: Sequence[str],
+    prefetched: Mapping[str, Any] | None,
 ) -> tuple[dict[str, ProductSnapshot], dict[str, ProductSnapshot]]:
-    """The products the basket's GTINs and (for lines a GTIN does not resolve) approved SKUs stand for."""
+    """The products the basket's GTINs (unless already read with the voucher) and, for lines a GTIN does
+    not resolve, approved SKUs stand for."""
     items = list(items)
-    gtins = {g for g in (gtin14(i.gtin) for i in items) if g is not None}
-    found = registry.products_by_gtin(s, sorted(gtins)) if gtins else {}
+    if prefetched is not None:
+        found: Mapping[str, Any] = prefetched
+    else:
+        found = registry.product_snapshots_by_gtin(s, gtins) if gtins else {}
     by_gtin = {g: _snapshot(p) for g, p in found.items()}
     # Only lines whose GTIN is absent, or valid but unknown, fall back to the SKU mapping.
     skus = {i.sku for i in items if i.sku is not None
@@ -301,9 +306,15 @@ def _record(
     r, lines = _rows(a, merchant_id, req, redemption_id=redemption_id, receipt=receipt, source=source)
     payload = redemption_json(r, lines)
     body = encode_json(payload)
+    allowed = ("issued", "expired") if source == "offline" else ("issued",)
+    facts = {"voucher_id": a.voucher.id, "order_id": req.order_id, "discount_fen": a.verdict.discount_fen,
+             "channel": req.channel, "terminal_id": req.terminal_id, "source": source}
+    actor = f"merchant:{merchant_id}"
+    if is_postgres(s):
+        _write_in_one_statement(s, RedemptionWrite(r, lines, allowed, now, actor, facts, _completion(claim, body)))
+        return Outcome(201, payload, body)
     if claim is not None:
         idempotency.complete(s, claim, 201, body)  # first: a lost lease stops us before any effect
-    allowed = ("issued", "expired") if source == "offline" else ("issued",)
     from_status = _take_voucher(s, a.voucher.id, allowed, a.at, now)
     try:  # bulk inserts: the hot path skips the unit of work's bookkeeping
         s.execute(insert(Redemption), [_column_values(r)])
@@ -315,11 +326,28 @@ def _record(
     ledger.move(s, program_id=a.program.id, kind="redeem", from_bucket=BUCKET_OF_STATUS[from_status],
                 to_bucket="redeemed", amount_fen=a.verdict.discount_fen, at=now, voucher_id=a.voucher.id,
                 ref=redemption_id)
-    facts = {"voucher_id": a.voucher.id, "order_id": req.order_id, "discount_fen": a.verdict.discount_fen,
-             "channel": req.channel, "terminal_id": req.terminal_id, "source": source}
-    actor = f"merchant:{merchant_id}"
     audit_log.record(s, actor, "redemption.created", "redemption", redemption_id, facts, now)
     return Outcome(201, payload, body)
+
+
+def _completion(claim: IdempotencyClaim | None, body: bytes) -> Completion | None:
+    if claim is None:
+        return None
+    return Completion(claim.merchant_id, claim.key, claim.locked_until, 201, body)
+
+
+def _write_in_one_statement(s: Session, w: RedemptionWrite) -> None:
+    """PostgreSQL: every write of the redemption in one round trip; raise what the ORM path raises."""
+    try:
+        written = write_redemption(s, w)
+    except IntegrityError as exc:  # the partial unique index: another active redemption of this voucher
+        if "uq_redemptions_active_voucher" not in str(exc.orig):
+            raise
+        raise VoucherAlreadyRedeemed("The voucher was already redeemed.") from None
+    if not written.finished:
+        raise idempotency.lease_lost()
+    if written.from_status is None:
+        _refusal(s, w.redemption.voucher_id)
 
 
 def _column_values(row: Redemption | RedemptionLine) -> dict[str, Any]:
@@ -342,6 +370,11 @@ def _take_voucher(
         taken = cast(CursorResult[Any], result).rowcount
         if taken == 1:
             return status
+    _refusal(s, voucher_id)
+
+
+def _refusal(s: Session, voucher_id: str) -> NoReturn:
+    """Raise why the voucher could not be taken, as it stands now (a fresh read, after our UPDATE)."""
     current = s.execute(select(Voucher.status).where(Voucher.id == voucher_id)).scalar_one()
     if current == "redeemed":
         raise VoucherAlreadyRedeemed("The voucher was already redeemed.")

@@ -15,9 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import Date, String, delete, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from voucher_service.adapters.db.engine import is_postgres
 from voucher_service.adapters.db.models import (
     CertifiedProduct,
     County,
@@ -318,6 +319,28 @@ def products_by_gtin(session: Session, gtins14: Sequence[str]) -> dict[str, Cert
             .where(ProductGtin.gtin.in_(chunk))
         )
         found.update({g: p for g, p in session.execute(stmt)})
+    return found
+
+
+# The columns checkout judges a product by, for every GTIN of a basket in one round trip (PostgreSQL).
+PG_SNAPSHOTS_BY_GTIN = text("""
+SELECT g.gtin, p.certification_no, p.certification_type, p.county_code, p.valid_from, p.valid_to, p.status
+FROM product_gtins g JOIN certified_products p ON p.certification_no = g.certification_no
+WHERE g.gtin = ANY(CAST(:gtins AS varchar[]))
+""").columns(gtin=String, certification_no=String, certification_type=String, county_code=String,
+             valid_from=Date, valid_to=Date, status=String)
+
+
+def product_snapshots_by_gtin(session: Session, gtins14: Sequence[str]) -> dict[str, Any]:
+    """What checkout needs of the product of each known 14-digit GTIN (rows with certification_no,
+    certification_type, county_code, valid_from, valid_to, status), in the caller's transaction."""
+    wanted = sorted(set(gtins14))
+    if not is_postgres(session):
+        return dict(products_by_gtin(session, wanted))
+    found: dict[str, Any] = {}
+    for chunk in _chunks(wanted):
+        found.update({row.gtin: row for row in session.connection().execute(PG_SNAPSHOTS_BY_GTIN,
+                                                                             {"gtins": list(chunk)})})
     return found
 
 
