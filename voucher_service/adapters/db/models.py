@@ -178,6 +178,9 @@ class Voucher(Base):
     kid: Mapped[str | None] = mapped_column(String(16), nullable=True)
     token: Mapped[str | None] = mapped_column(Text, nullable=True)
     status_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Set when an expired voucher's value went back to its tier's pool as a fresh `available` row
+    # (voucher-admin expire --recycle); the expired row stays for the record.
+    recycled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (
         Index("ix_vouchers_pool", "program_id", "tier_code", "status"),
@@ -463,9 +466,31 @@ class ReconciliationMatch(Base):
     """A ledger redemption matched and payable in a run."""
 
     __tablename__ = "reconciliation_matches"
-    run_id: Mapped[str] = mapped_column(ForeignKey("reconciliation_runs.id"), primary_key=True)
+    # No foreign key: a run inserts up to millions of matches in one statement, written in the same
+    # transaction as its run row, and a per-row key check would cost a third of that insert.
+    run_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     redemption_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     discount_fen: Mapped[int] = mapped_column(BigInteger)
+    line_no: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the statement line it matched
+
+
+class ReconciliationItem(Base):
+    """What a run found besides payable matches: a discrepancy of one of the six categories, or a
+    row set aside (already_settled, reversed_agreed, out_of_period, unrelated)."""
+
+    __tablename__ = "reconciliation_items"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("reconciliation_runs.id"))
+    category: Mapped[str] = mapped_column(String(24))
+    line_no: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    voucher_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    order_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    redemption_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    ledger_discount_fen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    statement_discount_fen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    detail: Mapped[str] = mapped_column(String(300))
+
+    __table_args__ = (Index("ix_reconciliation_items_run", "run_id", "redemption_id"),)
 
 
 class StatementRow(Base):
@@ -502,6 +527,8 @@ class SettledRedemption(Base):
     redemption_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     settlement_id: Mapped[str] = mapped_column(ForeignKey("settlements.id"))
     discount_fen: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_settled_redemptions_settlement", "settlement_id"),)
 
 
 __all__ = [name for name in dir() if name[0].isupper()]
