@@ -14,6 +14,7 @@ import pytest
 
 from tests.helpers import sms_code
 from voucher_service.cli import CliState, run
+from voucher_service.domain.clock import local_date
 from voucher_service.domain.registry_generator import generate_registry, registry_csv
 from voucher_service.services import registry
 
@@ -33,7 +34,7 @@ def test_reconciliation_report_renders_its_charts_in_a_browser(app, admin, tmp_p
     ctx = app.extensions["voucher"]
     rows = generate_registry(seed=7)
     registry.import_products(ctx, registry_csv(rows), "test")
-    gtins = _certified_gtins(rows, dt.date.today())
+    gtins = _certified_gtins(rows, local_date(dt.datetime.now(dt.UTC)))  # the programme's calendar day
     program = admin.create_program()
     shop = admin.create_merchant("百色芒果直营店", enrol_in=program["id"])
     client = app.test_client()
