@@ -30,7 +30,7 @@ demo-db: install
 run: demo-db
 	$(VENV)/bin/gunicorn --workers 2 --threads 4 --bind 0.0.0.0:8000 --access-logfile - 'voucher_service:create_app()'
 
-test: install services
+test: install services lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: install
@@ -47,6 +47,7 @@ bench: install services
 regen-migration: install
 	rm -f voucher_service/migrations/versions/0001_initial_schema.py /tmp/voucher-autogen.sqlite3
 	$(PY) -c "from alembic import command; from voucher_service.adapters.db.migrate import alembic_config; command.revision(alembic_config('sqlite:////tmp/voucher-autogen.sqlite3'), message='initial schema', autogenerate=True, rev_id='0001')"
+	$(VENV)/bin/ruff check --fix -q voucher_service/migrations/versions/0001_initial_schema.py
 	$(VENV)/bin/ruff format voucher_service/migrations/versions/0001_initial_schema.py
 
 clean:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.helpers import program_body, problem_code
+from tests.helpers import problem_code, program_body
 
 
 def test_created_programme_is_a_draft_with_its_tiers(admin):

@@ -24,7 +24,7 @@ from voucher_service.domain.tokens import VoucherClaims
 def test_base45_matches_rfc9285_examples():
     assert b45encode(b"AB") == "BB8"
     assert b45encode(b"Hello!!") == "%69 VD92EX0"
-    assert b45encode("base-45".encode()) == "UJCLQE7W581"
+    assert b45encode(b"base-45") == "UJCLQE7W581"
     assert b45decode("QED8WEX0") == b"ietf!"
 
 
