@@ -65,7 +65,8 @@ def gunicorn_server(
     """Start `gunicorn 'voucher_service:create_app()'` with `env` added; yield its base URL."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    full_env = {**os.environ, **env}
+    # Only the given VOUCHER_* variables: a developer's own configuration must not leak into the server.
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("VOUCHER_")} | dict(env)
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
     log = open(log_path, "w+b") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
     cmd = [

@@ -11,7 +11,8 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from tests.e2e.gunicorn_server import gunicorn, settings_env
+from benchmarks._server import gunicorn_server
+from tests.e2e.gunicorn_server import settings_env
 from tests.helpers import Admin, merchant_headers
 from tests.redemption_support import checkout, item, make_world
 from voucher_service.adapters.db.models import IdempotencyRecord, Redemption, Voucher
@@ -34,9 +35,9 @@ def test_a_retry_after_a_crash_after_commit_returns_the_same_redemption(
     voucher_id, token = world.voucher()
     path = "/api/v1/redemptions"
     raw = json.dumps(checkout(token, [item(world.catalog.rice, 3, 5000)], order_id="CRASH-1")).encode()
-    log = tmp_path / "gunicorn.log"
+    crash_log, retry_log = tmp_path / "crashing.log", tmp_path / "retry.log"
 
-    with gunicorn(settings_env(pg_settings, VOUCHER_TEST_CRASH_AFTER_COMMIT="1"), log) as base:
+    with gunicorn_server(settings_env(pg_settings, VOUCHER_TEST_CRASH_AFTER_COMMIT="1"), log_path=crash_log) as base:
         with pytest.raises(requests.ConnectionError):
             post_signed(base, world.merchant, path, raw, "crash-key")
     with ctx.sessions() as s:
@@ -45,7 +46,7 @@ def test_a_retry_after_a_crash_after_commit_returns_the_same_redemption(
         stored = s.get(IdempotencyRecord, (world.merchant.id, "crash-key"))
         assert stored is not None and stored.state == "done"
 
-    with gunicorn(settings_env(pg_settings), log) as base:
+    with gunicorn_server(settings_env(pg_settings), log_path=retry_log) as base:
         retry = post_signed(base, world.merchant, path, raw, "crash-key")
         assert retry.status_code == 201, retry.text
         assert retry.json()["redemption_id"] == committed[0].id
@@ -58,7 +59,7 @@ def test_a_retry_after_a_crash_after_commit_returns_the_same_redemption(
             committed[0].id
         ]
         assert s.get(Voucher, voucher_id).status == "redeemed"
-    assert "exited with code 1" in log.read_text()  # the worker really died, as in a crash
+    assert "exited with code 1" in crash_log.read_text()  # the worker really died, as in a crash
 
 
 def test_the_crash_switch_is_honoured_only_in_the_test_environment(tmp_path: Path) -> None:
