@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,3 +112,32 @@ def gunicorn_server(
 def server_log(path: Path) -> str:
     """The tail of a server log written with log_path, for failure messages."""
     return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+
+@contextlib.contextmanager
+def throwaway_settings(pg_admin_url: str, redis_url: str, name: str) -> Iterator[Any]:
+    """Production-like Settings on a fresh PostgreSQL database that is dropped afterwards."""
+    from sqlalchemy import create_engine, text
+
+    from voucher_service.config import Settings
+
+    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    db = f"vbench_{name}_{secrets.token_hex(4)}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{db}"'))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield Settings(
+                database_url=pg_admin_url.rsplit("/", 1)[0] + "/" + db,
+                redis_url=redis_url,
+                env="production",
+                secret_key=secrets.token_urlsafe(48),
+                signing_key_passphrase=secrets.token_urlsafe(24),
+                sms_outbox=None,
+                var_dir=Path(tmp),
+                redis_prefix=f"vbench:{secrets.token_hex(4)}:",
+            )
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        admin.dispose()

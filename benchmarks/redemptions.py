@@ -25,7 +25,6 @@ import os
 import secrets
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -36,9 +35,9 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sqlalchemy import create_engine, func, insert, select, text, update  # noqa: E402
+from sqlalchemy import create_engine, func, insert, select, update  # noqa: E402
 
-from benchmarks._server import gunicorn_server  # noqa: E402
+from benchmarks._server import gunicorn_server, throwaway_settings  # noqa: E402
 from voucher_service.adapters.db.migrate import upgrade  # noqa: E402
 from voucher_service.adapters.db.models import (  # noqa: E402
     CertifiedProduct,
@@ -356,27 +355,8 @@ def main() -> int:
     parser.add_argument("--pg-admin-url", default=PG_ADMIN_URL)
     parser.add_argument("--redis-url", default=REDIS_URL)
     args = parser.parse_args()
-    admin = create_engine(args.pg_admin_url, isolation_level="AUTOCOMMIT")
-    db = f"vbench_redeem_{secrets.token_hex(4)}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{db}"'))
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            settings = Settings(
-                database_url=args.pg_admin_url.rsplit("/", 1)[0] + "/" + db,
-                redis_url=args.redis_url,
-                env="production",
-                secret_key=secrets.token_urlsafe(48),
-                signing_key_passphrase=secrets.token_urlsafe(24),
-                sms_outbox=None,
-                var_dir=Path(tmp),
-                redis_prefix=f"vbench:{secrets.token_hex(4)}:",
-            )
-            return run(args, settings)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-        admin.dispose()
+    with throwaway_settings(args.pg_admin_url, args.redis_url, "redeem") as settings:
+        return run(args, settings)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
