@@ -245,62 +245,56 @@ def _run(
     now = ctx.now()
     with ctx.sessions.begin() as s:
         _tune(s)
-        s.add(
-            ReconciliationRun(
-                id=run_id,
-                program_id=req.program_id,
-                merchant_id=req.merchant_id,
-                statement_format=req.fmt,
-                input_sha256="",
-                period_from=req.date_from,
-                period_to=req.date_to,
-                parameters=req.parameters(),
-                summary={},
-                exit_code=EXIT_UNUSABLE,
-                created_at=now,
-            )
-        )
+        s.add(_run_row(run_id, req, "", {}, EXIT_UNUSABLE, now))
         s.flush()
         progress.stage("loading the statement")
-        staged = stage_statement(
-            s, run_id, progress.rows(parse_statement(req.fmt, stream, names["timezone"]))
-        )
+        lines = progress.rows(parse_statement(req.fmt, stream, names["timezone"]))
+        staged = stage_statement(s, run_id, lines)
         sha = hashing.drain()
         q.analyze(s, "statement_staging")
-        params = {
-            "run": run_id,
-            "p": req.program_id,
-            "m": req.merchant_id,
-            "fmt": req.fmt,
-            **q.window_params(*window),
-        }
-        q.run_steps(s, params, lambda step: progress.stage(f"matching: {step}"))
+        params = {"run": run_id, "p": req.program_id, "m": req.merchant_id, "fmt": req.fmt}
+        q.run_steps(
+            s, {**params, **q.window_params(*window)}, lambda step: progress.stage(f"matching: {step}")
+        )
         progress.stage("summing up")
         summary = _summary(s, run_id, req, names, sha, staged)
         progress.stage("writing the reports")
         write_outputs(s, req.out_dir, run_id, summary, window, names["timezone"])
+        progress.stage("clearing the staging rows")
+        s.execute(text(q.CLEAR_STAGING), {"run": run_id})
         run = s.get(ReconciliationRun, run_id)
         assert run is not None
         run.input_sha256, run.summary, run.exit_code = sha, summary, summary["exit_code"]
-        progress.stage("clearing the staging rows")
-        s.execute(text(q.CLEAR_STAGING), {"run": run_id})
+        outcome = {k: summary[k] for k in ("exit_code", "matched", "payable_fen", "categories")}
         audit_log.record(
             s,
             req.actor,
             "reconciliation.run",
             "reconciliation_run",
             run_id,
-            {
-                **req.parameters(),
-                "input_sha256": sha,
-                "exit_code": summary["exit_code"],
-                "matched": summary["matched"],
-                "payable_fen": summary["payable_fen"],
-                "categories": summary["categories"],
-            },
+            {**req.parameters(), "input_sha256": sha, **outcome},
             now,
         )
     return summary
+
+
+def _run_row(
+    run_id: str, req: ReconcileRequest, sha: str, summary: dict[str, Any], exit_code: int, now: dt.datetime
+) -> ReconciliationRun:
+    # Ids beyond the columns' sizes can only be unknown ones, recorded truncated with the error.
+    return ReconciliationRun(
+        id=run_id,
+        program_id=req.program_id[:36],
+        merchant_id=req.merchant_id[:40],
+        statement_format=req.fmt[:12],
+        input_sha256=sha,
+        period_from=req.date_from,
+        period_to=req.date_to,
+        parameters=req.parameters(),
+        summary=summary,
+        exit_code=exit_code,
+        created_at=now,
+    )
 
 
 def _summary(
@@ -349,21 +343,17 @@ def _summary(
 def _record_unusable(
     ctx: ServiceContext, run_id: str, req: ReconcileRequest, sha: str, message: str
 ) -> ReconcileResult:
+    now = ctx.now()
     with ctx.sessions.begin() as s:
-        s.add(
-            ReconciliationRun(
-                id=run_id,
-                program_id=req.program_id[:36],
-                merchant_id=req.merchant_id[:40],
-                statement_format=req.fmt[:12],
-                input_sha256=sha,
-                period_from=req.date_from,
-                period_to=req.date_to,
-                parameters=req.parameters(),
-                summary={"error": message},
-                exit_code=EXIT_UNUSABLE,
-                created_at=ctx.now(),
-            )
+        s.add(_run_row(run_id, req, sha, {"error": message}, EXIT_UNUSABLE, now))
+        audit_log.record(
+            s,
+            req.actor,
+            "reconciliation.run",
+            "reconciliation_run",
+            run_id,
+            {**req.parameters(), "input_sha256": sha, "exit_code": EXIT_UNUSABLE, "error": message},
+            now,
         )
     return ReconcileResult(run_id, EXIT_UNUSABLE, {"error": message}, message)
 

@@ -248,7 +248,6 @@ FROM reconciliation_items WHERE run_id = :run GROUP BY category
 MATCH_TOTALS = """
 SELECT COUNT(*), COALESCE(SUM(discount_fen), 0) FROM reconciliation_matches WHERE run_id = :run
 """
-STAGED_ROWS = "SELECT COUNT(*) FROM statement_staging WHERE run_id = :run"
 CLEAR_STAGING = "DELETE FROM statement_staging WHERE run_id = :run"
 
 # Discrepancies in the order of the contract's categories, then by line; deterministic for reruns.

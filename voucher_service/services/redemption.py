@@ -363,7 +363,9 @@ def _take_voucher(
     for status in allowed:
         result = s.execute(
             update(Voucher)
-            .where(Voucher.id == voucher_id, Voucher.status == status, Voucher.expires_at > at)
+            # A recycled voucher's value is back in its tier's pool: taking it again would spend it twice.
+            .where(Voucher.id == voucher_id, Voucher.status == status, Voucher.expires_at > at,
+                   Voucher.recycled_at.is_(None))
             .values(status="redeemed", status_changed_at=now)
             .execution_options(synchronize_session=False)
         )
@@ -375,9 +377,14 @@ def _take_voucher(
 
 def _refusal(s: Session, voucher_id: str) -> NoReturn:
     """Raise why the voucher could not be taken, as it stands now (a fresh read, after our UPDATE)."""
-    current = s.execute(select(Voucher.status).where(Voucher.id == voucher_id)).scalar_one()
+    current, recycled_at = s.execute(
+        select(Voucher.status, Voucher.recycled_at).where(Voucher.id == voucher_id)).one()
     if current == "redeemed":
         raise VoucherAlreadyRedeemed("The voucher was already redeemed.")
+    if recycled_at is not None:
+        # An offline till spent it before it expired, but its value has since gone back to the pool
+        # and may be spent again: a double spend for reconciliation, not a plain refusal.
+        raise VoucherAlreadyRedeemed("The voucher expired and its value was recycled to the pool.")
     if current == "void":
         raise VoucherVoid("The voucher was voided.")
     raise VoucherExpired("The voucher has expired.")

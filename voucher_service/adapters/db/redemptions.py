@@ -28,7 +28,7 @@ _WRITES = """
 locked AS (
     SELECT id, status FROM vouchers
     WHERE id = :voucher_id AND status = ANY(CAST(:allowed AS varchar[])) AND expires_at > :at
-      AND {guard}
+      AND recycled_at IS NULL AND {guard}
     FOR UPDATE
 ), taken AS (
     UPDATE vouchers v SET status = 'redeemed', status_changed_at = :now
