@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 DEV_PASSPHRASE = "development-only-signing-passphrase"
@@ -38,7 +38,6 @@ class Settings:
     audit_seal_interval_s: float = 1.0
     # End-to-end tests only: a worker exits right after a redemption commits, before it replies.
     crash_after_commit: bool = False
-    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:

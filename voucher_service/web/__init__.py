@@ -1,9 +1,1 @@
-"""Pages people look at."""
-
-from __future__ import annotations
-
-from flask import Flask
-
-
-def register_web(app: Flask) -> None:
-    """Attach the web pages (none yet beyond the API's)."""
+"""Templates and static files of what people look at (the reconciliation report)."""
