@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from voucher_service.adapters.db.models import SigningKey, Voucher
+from voucher_service.adapters.db.models import Program, SigningKey, Voucher
 from voucher_service.adapters.signing import encrypt_private_key, generate_private_key, public_jwk
 from voucher_service.services import audit_log
 from voucher_service.services.context import ServiceContext
@@ -68,8 +68,8 @@ def rotate_keys(ctx: ServiceContext, actor: str = "cli") -> dict[str, str]:
     return result
 
 
-def _numeric_date(value: dt.datetime | None) -> int | None:
-    return int(value.timestamp()) if value else None
+def _numeric_date(value: dt.datetime) -> int:
+    return int(value.timestamp())
 
 
 def jwks(ctx: ServiceContext) -> dict[str, Any]:
@@ -85,8 +85,11 @@ def jwks(ctx: ServiceContext) -> dict[str, Any]:
                 .group_by(Voucher.kid)
             ).all()
         )
+        # No voucher outlives its programme, so the latest programme end bounds what an active or next
+        # key can still sign; with no programme yet, a year from now.
+        latest_end = s.scalar(select(func.max(Program.ends_at))) or now + dt.timedelta(days=365)
     for row in rows:
-        exp: dt.datetime | None = None
+        exp: dt.datetime = max(latest_end, now)
         if row.status == "retired":
             assert row.retired_at is not None
             exp = max(filter(None, [row.retired_at + RETIRED_GRACE, last_expiry.get(row.kid)]))
@@ -94,7 +97,6 @@ def jwks(ctx: ServiceContext) -> dict[str, Any]:
                 continue
         jwk = dict(row.public_jwk)
         jwk.update({"nbf": _numeric_date(row.activated_at or row.created_at), "status": row.status})
-        if exp is not None:
-            jwk["exp"] = _numeric_date(exp)
+        jwk["exp"] = _numeric_date(exp)
         out.append(jwk)
     return {"keys": out}
