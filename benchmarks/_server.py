@@ -109,6 +109,22 @@ def gunicorn_server(
         log.close()
 
 
+def settings_env(settings: Any, **extra: str) -> dict[str, str]:
+    """The VOUCHER_* variables that make a server process use these Settings."""
+    env = {
+        "VOUCHER_DATABASE_URL": settings.database_url,
+        "VOUCHER_ENV": settings.env,
+        "VOUCHER_SECRET_KEY": settings.secret_key,
+        "VOUCHER_SIGNING_KEY_PASSPHRASE": settings.signing_key_passphrase,
+        "VOUCHER_VAR_DIR": str(settings.var_dir),
+        "VOUCHER_REDIS_PREFIX": settings.redis_prefix,
+    }
+    if settings.redis_url:
+        env["VOUCHER_REDIS_URL"] = settings.redis_url
+    env.update(extra)
+    return env
+
+
 def server_log(path: Path) -> str:
     """The tail of a server log written with log_path, for failure messages."""
     return path.read_text(errors="replace")[-4000:] if path.exists() else ""

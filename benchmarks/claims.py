@@ -14,19 +14,14 @@ Prints details and, as its last line: claims_per_s=N baseline_per_s=M ratio=R
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
 import http.client
 import json
 import multiprocessing as mp
 import os
-import secrets
-import statistics
 import sys
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import create_engine, func, select  # noqa: E402
 
-from benchmarks._server import gunicorn_server, throwaway_settings  # noqa: E402
+from benchmarks._load import Phase, describe, drive, signed_headers  # noqa: E402
+from benchmarks._server import gunicorn_server, settings_env, throwaway_settings  # noqa: E402
 from voucher_service.adapters.db.migrate import upgrade  # noqa: E402
 from voucher_service.adapters.db.models import LedgerEntry, Voucher  # noqa: E402
 from voucher_service.config import Settings  # noqa: E402
@@ -51,16 +47,6 @@ REDIS_URL = os.environ.get("VOUCHER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 FACE_FEN = 2000
 
 
-@dataclass
-class Phase:
-    """What one client process saw."""
-
-    statuses: Counter[str] = field(default_factory=Counter)
-    latencies: list[float] = field(default_factory=list)
-    started: float = 0.0
-    ended: float = 0.0
-
-
 @dataclass(frozen=True)
 class Target:
     host: str
@@ -72,21 +58,8 @@ class Target:
     secret: str = ""
 
 
-def _signed(target: Target, path: str, body: bytes) -> dict[str, str]:
-    ts, nonce = str(int(time.time())), secrets.token_hex(12)
-    canonical = "\n".join(["POST", path, ts, nonce, hashlib.sha256(body).hexdigest()])
-    signature = hmac.new(target.secret.encode(), canonical.encode(), hashlib.sha256).hexdigest()
-    return {
-        "X-Voucher-Merchant": target.merchant_id,
-        "X-Voucher-Timestamp": ts,
-        "X-Voucher-Nonce": nonce,
-        "X-Voucher-Signature": "v1=" + signature,
-        "Content-Type": "application/json",
-    }
-
-
 def _client_thread(
-    target: Target, tag: str, go: Any, stop: Any, seconds: float, cap: int, out: Phase, lock: threading.Lock
+    target: Target, tag: str, stop: Any, seconds: float, cap: int, go: Any, out: Phase, lock: threading.Lock
 ) -> None:
     conn = http.client.HTTPConnection(target.host, target.port, timeout=60)
     path = f"/api/v1/programs/{target.program_id}/claims"
@@ -99,7 +72,9 @@ def _client_thread(
             conn.request("GET", "/healthz")
         else:
             body = json.dumps({"tier": target.tier, "holder_ref": f"{tag}-{n}"}).encode()
-            conn.request("POST", path, body=body, headers=_signed(target, path, body))
+            conn.request(
+                "POST", path, body=body, headers=signed_headers(target.merchant_id, target.secret, path, body)
+            )
         resp = conn.getresponse()
         data = resp.read()
         elapsed = time.monotonic() - t0
@@ -115,61 +90,14 @@ def _client_thread(
     conn.close()
 
 
-def _client_process(
-    target: Target, proc_no: int, threads: int, go: Any, stop: Any, seconds: float, cap: int, results: Any
-) -> None:
-    out, lock = Phase(), threading.Lock()
-    workers = [
-        threading.Thread(
-            target=_client_thread, args=(target, f"p{proc_no}t{i}", go, stop, seconds, cap, out, lock)
-        )
-        for i in range(threads)
-    ]
-    for w in workers:
-        w.start()
-    go.wait()
-    out.started = time.monotonic()
-    for w in workers:
-        w.join()
-    out.ended = time.monotonic()
-    results.put(out)
-
-
 def run_phase(target: Target, procs: int, threads: int, seconds: float, cap_per_thread: int) -> Phase:
-    """Drive the server from procs x threads keep-alive connections; merge what they saw."""
-    ctx = mp.get_context("fork")
-    go, stop, results = ctx.Event(), ctx.Event(), ctx.Queue()
-    children = [
-        ctx.Process(
-            target=_client_process, args=(target, p, threads, go, stop, seconds, cap_per_thread, results)
-        )
-        for p in range(procs)
+    """Drive the server from procs x threads keep-alive connections until a sold-out answer, the time
+    limit or the per-connection cap; merge what they saw."""
+    stop = mp.get_context("fork").Event()
+    work = [
+        [(target, f"p{p}t{t}", stop, seconds, cap_per_thread) for t in range(threads)] for p in range(procs)
     ]
-    for c in children:
-        c.start()
-    time.sleep(1.0)  # let every connection thread reach the start line
-    go.set()
-    merged = Phase(started=time.monotonic())
-    for _ in children:
-        part = results.get()
-        merged.statuses.update(part.statuses)
-        merged.latencies.extend(part.latencies)
-        merged.ended = max(merged.ended, part.ended)
-    for c in children:
-        c.join()
-    return merged
-
-
-def describe(name: str, phase: Phase) -> float:
-    """Print a phase's throughput and latency; return requests per second."""
-    total = sum(phase.statuses.values())
-    elapsed = phase.ended - phase.started
-    lat = sorted(phase.latencies) or [0.0]
-    pct = {p: lat[min(len(lat) - 1, int(len(lat) * p / 100))] * 1000 for p in (50, 90, 99)}
-    mean = statistics.fmean(lat) * 1000
-    print(f"{name}: {total} requests in {elapsed:.2f} s = {total / elapsed:.0f}/s; {dict(phase.statuses)}")
-    print(f"  latency ms: p50 {pct[50]:.1f}, p90 {pct[90]:.1f}, p99 {pct[99]:.1f}, mean {mean:.1f}")
-    return total / elapsed
+    return drive(_client_thread, work)
 
 
 def seed(settings: Settings, quantity: int) -> tuple[str, dict[str, Any]]:
@@ -244,16 +172,7 @@ def main() -> int:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Seed, serve, measure both phases and print the result line."""
     program_id, platform = seed(settings, args.quantity)
-    env = {
-        "VOUCHER_DATABASE_URL": settings.database_url,
-        "VOUCHER_REDIS_URL": settings.redis_url or "",
-        "VOUCHER_REDIS_PREFIX": settings.redis_prefix,
-        "VOUCHER_ENV": settings.env,
-        "VOUCHER_SECRET_KEY": settings.secret_key,
-        "VOUCHER_SIGNING_KEY_PASSPHRASE": settings.signing_key_passphrase,
-        "VOUCHER_VAR_DIR": str(settings.var_dir),
-        "VOUCHER_CLAIM_RATE_PER_MINUTE": str(10**9),
-    }
+    env = settings_env(settings, VOUCHER_CLAIM_RATE_PER_MINUTE=str(10**9))
     concurrency = args.procs * args.threads
     print(
         f"gunicorn 2 workers x 8 threads on PostgreSQL + Redis; client: {args.procs} processes x "

@@ -17,18 +17,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
-import hmac
 import http.client
 import json
-import multiprocessing as mp
 import os
 import secrets
-import statistics
 import sys
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import create_engine, func, insert, select, update  # noqa: E402
 
-from benchmarks._server import gunicorn_server, throwaway_settings  # noqa: E402
+from benchmarks._load import Phase, describe, drive, signed_headers  # noqa: E402
+from benchmarks._server import gunicorn_server, settings_env, throwaway_settings  # noqa: E402
 from voucher_service.adapters.db.migrate import upgrade  # noqa: E402
 from voucher_service.adapters.db.models import (  # noqa: E402
     CertifiedProduct,
@@ -47,6 +44,7 @@ from voucher_service.adapters.db.models import (  # noqa: E402
     Voucher,
 )
 from voucher_service.config import Settings  # noqa: E402
+from voucher_service.domain.clock import local_date  # noqa: E402
 from voucher_service.domain.gtin import with_check_digit  # noqa: E402
 from voucher_service.domain.programs import ProgramSpec, TierSpec  # noqa: E402
 from voucher_service.domain.registry_generator import generate_registry, registry_csv  # noqa: E402
@@ -64,16 +62,6 @@ UNCERTIFIED_GTIN = with_check_digit("697000000000")
 RECONNECT_EVERY = 50
 
 
-@dataclass
-class Phase:
-    """What the clients saw in one phase."""
-
-    statuses: Counter[str] = field(default_factory=Counter)
-    latencies: list[float] = field(default_factory=list)
-    started: float = 0.0
-    ended: float = 0.0
-
-
 @dataclass(frozen=True)
 class Target:
     host: str
@@ -81,20 +69,6 @@ class Target:
     merchant_id: str = ""
     secret: str = ""
     gtins: tuple[str, ...] = ()
-
-
-def _headers(target: Target, path: str, body: bytes) -> dict[str, str]:
-    ts, nonce = str(int(time.time())), secrets.token_hex(12)
-    canonical = "\n".join(["POST", path, ts, nonce, hashlib.sha256(body).hexdigest()])
-    signature = hmac.new(target.secret.encode(), canonical.encode(), hashlib.sha256).hexdigest()
-    return {
-        "X-Voucher-Merchant": target.merchant_id,
-        "X-Voucher-Timestamp": ts,
-        "X-Voucher-Nonce": nonce,
-        "X-Voucher-Signature": "v1=" + signature,
-        "Content-Type": "application/json",
-        "Idempotency-Key": secrets.token_hex(16),
-    }
 
 
 def _basket(target: Target, n: int) -> list[dict[str, Any]]:
@@ -107,7 +81,7 @@ def _basket(target: Target, n: int) -> list[dict[str, Any]]:
 
 
 def _client_thread(
-    target: Target, tokens: list[str], go: Any, deadline: float, out: Phase, lock: threading.Lock
+    target: Target, tokens: list[str], deadline: float, go: Any, out: Phase, lock: threading.Lock
 ) -> None:
     conn = http.client.HTTPConnection(target.host, target.port, timeout=60)
     path = "/api/v1/redemptions"
@@ -132,7 +106,10 @@ def _client_thread(
                     "items": _basket(target, n),
                 }
             ).encode()
-            conn.request("POST", path, body=body, headers=_headers(target, path, body))
+            headers = signed_headers(
+                target.merchant_id, target.secret, path, body, **{"Idempotency-Key": secrets.token_hex(16)}
+            )
+            conn.request("POST", path, body=body, headers=headers)
         resp = conn.getresponse()
         data = resp.read()
         elapsed = time.monotonic() - t0
@@ -143,64 +120,17 @@ def _client_thread(
     conn.close()
 
 
-def _client_process(target: Target, work: list[list[str]], go: Any, deadline: float, results: Any) -> None:
-    out, lock = Phase(), threading.Lock()
-    threads = [
-        threading.Thread(target=_client_thread, args=(target, tokens, go, deadline, out, lock))
-        for tokens in work
-    ]
-    for t in threads:
-        t.start()
-    go.wait()
-    out.started = time.monotonic()
-    for t in threads:
-        t.join()
-    out.ended = time.monotonic()
-    results.put(out)
-
-
 def run_phase(target: Target, work: list[list[list[str]]], seconds: float) -> Phase:
     """Drive the server: one client process per entry of `work`, one keep-alive connection per token list
     (an empty token means GET /healthz)."""
-    ctx = mp.get_context("fork")
-    go, results = ctx.Event(), ctx.Queue()
     deadline = time.monotonic() + seconds + 2
-    children = [ctx.Process(target=_client_process, args=(target, w, go, deadline, results)) for w in work]
-    for c in children:
-        c.start()
-    time.sleep(1.0)  # let every connection reach the start line
-    go.set()
-    merged = Phase(started=time.monotonic())
-    for _ in children:
-        part = results.get()
-        merged.statuses.update(part.statuses)
-        merged.latencies.extend(part.latencies)
-        merged.ended = max(merged.ended, part.ended)
-    for c in children:
-        c.join()
-    return merged
+    return drive(_client_thread, [[(target, tokens, deadline) for tokens in lanes] for lanes in work])
 
 
 def split_work(tokens: list[str], procs: int, threads: int) -> list[list[list[str]]]:
     """Deal the tokens out to procs x threads connections, so no two clients share a voucher."""
     lanes = procs * threads
     return [[tokens[p * threads + t :: lanes] for t in range(threads)] for p in range(procs)]
-
-
-def describe(name: str, phase: Phase, count_status: str | None = None) -> float:
-    """Print a phase's throughput and latency; return the rate of `count_status` (or of all) answers."""
-    total = sum(phase.statuses.values())
-    counted = phase.statuses.get(count_status, 0) if count_status else total
-    elapsed = phase.ended - phase.started
-    lat = sorted(phase.latencies) or [0.0]
-    pct = {p: lat[min(len(lat) - 1, int(len(lat) * p / 100))] * 1000 for p in (50, 90, 99)}
-    mean = statistics.fmean(lat) * 1000
-    print(
-        f"{name}: {total} requests in {elapsed:.2f} s = {total / elapsed:.0f}/s; "
-        f"statuses {dict(phase.statuses)}; "
-        f"latency ms p50 {pct[50]:.1f} p90 {pct[90]:.1f} p99 {pct[99]:.1f} mean {mean:.1f}"
-    )
-    return counted / elapsed
 
 
 def seed(settings: Settings, vouchers: int) -> tuple[str, dict[str, Any], list[str], list[str]]:
@@ -232,7 +162,7 @@ def seed(settings: Settings, vouchers: int) -> tuple[str, dict[str, Any], list[s
         merchants.enrol_merchant(ctx, program["id"], merchant["id"], "bench")
         programs.activate_program(ctx, program["id"], "bench")
         tokens = issue(ctx, program["id"], vouchers)
-        gtins = eligible_gtins(ctx, now.date())
+        gtins = eligible_gtins(ctx, local_date(now))  # the programme's calendar day (Asia/Shanghai)
     finally:
         ctx.engine.dispose()
     return program["id"], merchant, tokens, gtins
@@ -362,15 +292,7 @@ def main() -> int:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Seed, serve, measure both phases and print the result line."""
     program_id, merchant, tokens, gtins = seed(settings, args.vouchers)
-    env = {
-        "VOUCHER_DATABASE_URL": settings.database_url,
-        "VOUCHER_REDIS_URL": settings.redis_url or "",
-        "VOUCHER_REDIS_PREFIX": settings.redis_prefix,
-        "VOUCHER_ENV": settings.env,
-        "VOUCHER_SECRET_KEY": settings.secret_key,
-        "VOUCHER_SIGNING_KEY_PASSPHRASE": settings.signing_key_passphrase,
-        "VOUCHER_VAR_DIR": str(settings.var_dir),
-    }
+    env = settings_env(settings)
     concurrency = args.procs * args.threads
     print(
         f"gunicorn 2 workers x 8 threads on PostgreSQL + Redis; client: {args.procs} processes x "

@@ -11,8 +11,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from benchmarks._server import gunicorn_server
-from tests.e2e.gunicorn_server import settings_env
+from benchmarks._server import gunicorn_server, settings_env
 from tests.helpers import Admin, merchant_headers
 from tests.redemption_support import checkout, item, make_world
 from voucher_service.adapters.db.models import IdempotencyRecord, Redemption, Voucher
