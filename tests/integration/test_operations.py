@@ -36,3 +36,18 @@ def test_metrics_are_prometheus_text(client):
 def test_readyz_on_postgres_and_redis(pg_app):
     body = pg_app.test_client().get("/readyz").get_json()
     assert body == {"status": "ok", "checks": {"database": True, "redis": True}}
+
+
+def test_openapi_document_is_valid_and_describes_every_route(client):
+    from openapi_spec_validator import validate
+
+    from voucher_service.api.routing import ROUTES
+
+    doc = client.get("/api/v1/openapi.json").get_json()
+    validate(doc)
+    for route in ROUTES:
+        assert route.method in doc["paths"][route.path], (route.method, route.path)
+    for path in ("/api/v1/programs/{program_id}/claims", "/api/v1/redemptions", "/api/v1/keys",
+                 "/api/v1/offline-redemptions", "/api/v1/products/snapshot", "/healthz", "/readyz", "/metrics",
+                 "/api/v1/openapi.json"):
+        assert path in doc["paths"], path

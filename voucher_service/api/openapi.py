@@ -75,7 +75,9 @@ def build_openapi() -> dict[str, Any]:
         params: list[dict[str, Any]] = []
         for part in r.path.split("/"):
             if part.startswith("{"):
-                params.append({"name": part[1:-1], "in": "path", "required": True, "schema": {"type": "string"}})
+                params.append(
+                    {"name": part[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
+                )
         if r.query is not None:
             for name, f in r.query.model_fields.items():
                 params.append(
@@ -95,7 +97,9 @@ def build_openapi() -> dict[str, Any]:
         if r.body is not None:
             op["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{r.body.__name__}"}}},
+                "content": {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{r.body.__name__}"}}
+                },
             }
         for status, model in r.responses.items():
             content: dict[str, Any]
@@ -110,11 +114,14 @@ def build_openapi() -> dict[str, Any]:
                 str(status),
                 {
                     "description": "",
-                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+                    "content": {
+                        "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+                    },
                 },
             )
             resp["description"] = (resp["description"] + " " + code).strip()
         paths.setdefault(r.path, {})[r.method] = op
+    paths.update(_operations_paths())
     return {
         "openapi": "3.1.0",
         "info": {
@@ -138,4 +145,28 @@ def build_openapi() -> dict[str, Any]:
                 },
             },
         },
+    }
+
+
+def _operations_paths() -> dict[str, dict[str, Any]]:
+    """The operations routes, which take no body and need no credentials."""
+
+    def op(summary: str, content_type: str, description: str) -> dict[str, Any]:
+        return {
+            "get": {
+                "summary": summary,
+                "operationId": "get_" + summary.split()[0].lower(),
+                "tags": ["operations"],
+                "security": [],
+                "responses": {"200": {"description": description, "content": {content_type: {}}}},
+            }
+        }
+
+    return {
+        "/healthz": op("Healthz: the process is up", "application/json", "Up"),
+        "/readyz": op(
+            "Readyz: the database and Redis are reachable", "application/json", "Ready (503 when not)"
+        ),
+        "/metrics": op("Metrics in the Prometheus text format (per worker)", "text/plain", "Metrics"),
+        "/api/v1/openapi.json": op("Openapi: this document", "application/json", "OpenAPI 3.1"),
     }
