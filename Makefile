@@ -27,6 +27,8 @@ demo-db: install
 	$(VENV)/bin/voucher-admin init-db
 	$(VENV)/bin/voucher-admin demo --if-empty
 
+# The development SMS gateway: one-time codes for the demo consumers land in this file.
+run: export VOUCHER_SMS_OUTBOX ?= var/sms-outbox.jsonl
 run: demo-db
 	$(VENV)/bin/gunicorn --workers 2 --threads 4 --bind 0.0.0.0:8000 --access-logfile - 'voucher_service:create_app()'
 
