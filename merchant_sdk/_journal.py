@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS revocations (
 CREATE TABLE IF NOT EXISTS revocation_versions (program_id TEXT PRIMARY KEY, version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS products (certification_no TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS product_gtins (gtin TEXT PRIMARY KEY, certification_no TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sku_mappings (sku TEXT PRIMARY KEY, certification_no TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY,
     prev_hash TEXT NOT NULL,
@@ -209,6 +210,12 @@ class Journal:
         text = self._one(sql, (gtin14,))
         return None if text is None else dict(json.loads(text))
 
+    def product_for_sku(self, sku: str) -> dict[str, Any] | None:
+        """The cached product the merchant's approved mapping of `sku` points to."""
+        sql = "SELECT p.data FROM sku_mappings m JOIN products p USING (certification_no) WHERE m.sku = ?"
+        text = self._one(sql, (sku,))
+        return None if text is None else dict(json.loads(text))
+
     def apply_refresh(
         self,
         jwks: Mapping[str, Any],
@@ -216,9 +223,16 @@ class Journal:
         revocations: Mapping[str, Mapping[str, Any]],
         snapshot: Mapping[str, Any],
         refreshed_at: float,
+        sku_mappings: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         """Store everything one refresh fetched, in one transaction."""
         with self.write() as db:
+            # The service sends the full set of approved mappings: one no longer sent was withdrawn.
+            db.execute("DELETE FROM sku_mappings")
+            db.executemany(
+                "INSERT OR REPLACE INTO sku_mappings (sku, certification_no) VALUES (?, ?)",
+                [(str(m["sku"]), str(m["certification_no"])) for m in sku_mappings],
+            )
             self.set_meta("jwks", json.dumps(jwks))
             db.execute("DELETE FROM programs")
             db.executemany(

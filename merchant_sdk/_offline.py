@@ -81,6 +81,23 @@ def _zone(name: str | None) -> dt.tzinfo:
         ) from None
 
 
+def _certification_reason(
+    product: Mapping[str, Any], today: str, types: Any, counties: Any
+) -> str | None:
+    """None when the product counts on `today` (ISO date) in the programme's scope, else why not."""
+    if product.get("status") == "revoked":
+        return "certification_revoked"
+    if product.get("status") != "active":
+        return "certification_suspended"
+    if not str(product.get("valid_from")) <= today <= str(product.get("valid_to")):
+        return "certification_expired"
+    if (types is not None and product.get("certification_type") not in types) or (
+        counties is not None and product.get("county_code") not in counties
+    ):
+        return "out_of_scope"
+    return None
+
+
 class OfflineTerminal:
     """A store till: redeem() works with no network, from the journal file alone; sync() uploads."""
 
@@ -141,7 +158,14 @@ class OfflineTerminal:
     def refresh(self) -> None:
         """Fetch keys, programmes, revocations and the product snapshot; register the terminal key if new."""
         jwks = self.client.refresh_keys()
-        programs = self.client.programs_json()
+        # One request for both the programmes and the merchant's approved SKU mappings.
+        enrolment = dict(self.client.request("GET", "/api/v1/merchant/programs") or {})
+        programs = [p for p in enrolment.get("programs") or [] if isinstance(p, dict)]
+        mappings = [
+            m
+            for m in enrolment.get("sku_mappings") or []
+            if isinstance(m, dict) and isinstance(m.get("sku"), str) and isinstance(m.get("certification_no"), str)
+        ]
         revocations = {
             p["id"]: self.client.revocations(p["id"], since=self.journal.revocation_version(p["id"]))
             for p in programs
@@ -150,7 +174,7 @@ class OfflineTerminal:
         if self.journal.get_meta("registered_kid") != self.public_jwk["kid"]:
             self.client.register_terminal(self.terminal_id, self.public_jwk)
             self.journal.set_meta("registered_kid", self.public_jwk["kid"])
-        self.journal.apply_refresh(jwks, programs, revocations, snapshot, self._clock())
+        self.journal.apply_refresh(jwks, programs, revocations, snapshot, self._clock(), mappings)
         self._load_caches()
 
     def sync(self) -> SyncReport:
@@ -308,6 +332,20 @@ class OfflineTerminal:
             raise ProgramNotActive("The voucher's programme is not active now.")
         return program
 
+    def _resolve(self, item: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+        """The cached product a line stands for, or None and why, resolved as the service resolves it."""
+        gtin, sku = item.get("gtin"), item.get("sku")
+        gtin14 = _gtin14(gtin)
+        if gtin is not None and gtin14 is None:
+            return None, "invalid_gtin"
+        product = self.journal.product_for_gtin(gtin14) if gtin14 else None
+        # Only a line whose GTIN is absent, or valid but unknown, falls back to the approved SKU mapping.
+        if product is None and sku is not None:
+            product = self.journal.product_for_sku(sku)
+        if product is None:
+            return None, "not_certified" if gtin is not None else "sku_not_mapped"
+        return product, None
+
     def _lines(
         self, basket: list[dict[str, Any]], program: Mapping[str, Any], now: float
     ) -> list[dict[str, Any]]:
@@ -319,24 +357,9 @@ class OfflineTerminal:
         lines = []
         for index, item in enumerate(basket):
             # The same verdicts, in the same order, as the service's eligibility rules.
-            gtin14 = _gtin14(item.get("gtin"))
-            product = self.journal.product_for_gtin(gtin14) if gtin14 else None
-            reason: str | None = None
-            if item.get("gtin") is not None and gtin14 is None:
-                reason = "invalid_gtin"
-            elif product is None:
-                # SKU mappings are not in the snapshot: a SKU-only line cannot be resolved offline.
-                reason = "not_certified" if item.get("gtin") is not None else "sku_not_mapped"
-            elif product.get("status") == "revoked":
-                reason = "certification_revoked"
-            elif product.get("status") != "active":
-                reason = "certification_suspended"
-            elif not str(product.get("valid_from")) <= today <= str(product.get("valid_to")):
-                reason = "certification_expired"
-            elif (types is not None and product.get("certification_type") not in types) or (
-                counties is not None and product.get("county_code") not in counties
-            ):
-                reason = "out_of_scope"
+            product, reason = self._resolve(item)
+            if product is not None:
+                reason = _certification_reason(product, today, types, counties)
             eligible = reason is None and product is not None
             lines.append(
                 {

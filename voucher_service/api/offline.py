@@ -45,8 +45,16 @@ class MerchantProgramOut(BaseModel):
     offline: MerchantProgramLimits
 
 
+class MerchantSkuMappingOut(BaseModel):
+    sku: str
+    certification_no: str
+
+
 class MerchantProgramList(BaseModel):
     programs: list[MerchantProgramOut]
+    sku_mappings: list[MerchantSkuMappingOut] = Field(
+        description="The merchant's approved SKU mappings, by sku: offline tills resolve SKU-only lines with them"
+    )
 
 
 class OfflineRecordIn(BaseModel):
@@ -83,14 +91,19 @@ class OfflineUploadOut(BaseModel):
     "/merchant/programs",
     "GET",
     auth="merchant",
-    summary="The programmes the calling merchant is enrolled in, with tiers, scope and offline limits",
+    summary="The programmes the calling merchant is enrolled in, with tiers, scope and offline limits, "
+    "and its approved SKU mappings",
     responses={200: MerchantProgramList},
     errors=AUTH_ERRORS,
 )
 def merchant_programs(principal: Principal) -> Response:
     assert principal.merchant_id is not None
+    ctx = service_context()
     return json_response(
-        {"programs": offline_sync.merchant_programs(service_context(), principal.merchant_id)}
+        {
+            "programs": offline_sync.merchant_programs(ctx, principal.merchant_id),
+            "sku_mappings": offline_sync.approved_sku_mappings(ctx, principal.merchant_id),
+        }
     )
 
 

@@ -26,7 +26,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from voucher_service.adapters.db.models import Enrolment, OfflineRecord, Program, Terminal, Tier
+from voucher_service.adapters.db.models import (
+    Enrolment,
+    OfflineRecord,
+    Program,
+    SkuMapping,
+    Terminal,
+    Tier,
+)
 from voucher_service.adapters.signing import b64url_decode, public_key_from_jwk, verify_es256_raw
 from voucher_service.domain.clock import parse_rfc3339, rfc3339
 from voucher_service.domain.errors import NotFound
@@ -96,6 +103,17 @@ def merchant_programs(ctx: ServiceContext, merchant_id: str) -> list[dict[str, A
             for tier in rows:
                 tiers[tier.program_id].append(tier)
     return [_program_json(p, tiers[p.id]) for p in programs]
+
+
+def approved_sku_mappings(ctx: ServiceContext, merchant_id: str) -> list[dict[str, str]]:
+    """The merchant's admin-approved SKU mappings, by SKU: a till resolves SKU-only lines with them."""
+    with ctx.sessions() as s:
+        rows = s.execute(
+            select(SkuMapping.sku, SkuMapping.certification_no)
+            .where(SkuMapping.merchant_id == merchant_id, SkuMapping.status == "approved")
+            .order_by(SkuMapping.sku)
+        )
+        return [{"sku": sku, "certification_no": cert} for sku, cert in rows]
 
 
 def _program_json(p: Program, tiers: Sequence[Tier]) -> dict[str, Any]:
