@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,7 @@ def test_reconciliation_report_renders_its_charts_in_a_browser(app, admin, tmp_p
     lines = ["order_id,voucher_id,redeemed_at,discount_fen,status"]
     for r in redeemed[:2]:
         lines.append(f"{r['order_id']},{r['voucher_id']},{r['redeemed_at']},{r['discount_fen']},redeemed")
-    lines.append(f"ORD-X,{redeemed[0]['voucher_id'][:-1]}0,{redeemed[0]['redeemed_at']},5000,redeemed")
+    lines.append(f"ORD-X,{uuid.uuid4()},{redeemed[0]['redeemed_at']},5000,redeemed")  # never redeemed here
     statement.write_text("\n".join(lines) + "\n", encoding="utf-8")
     state = CliState()
     state._ctx = ctx
