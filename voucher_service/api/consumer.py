@@ -22,8 +22,7 @@ from voucher_service.api.idempotent import run_idempotent
 from voucher_service.api.routing import endpoint, json_bytes, json_response
 from voucher_service.domain.errors import Forbidden, ValidationFailed
 from voucher_service.services import consumers, idempotency, issuance
-from voucher_service.services.idempotency import IdempotencyClaim
-from voucher_service.services.redemption import Outcome
+from voucher_service.services.idempotency import IdempotencyClaim, Outcome
 
 bp = Blueprint("consumer", __name__, url_prefix="/api/v1")
 CLAIM_ERRORS = (

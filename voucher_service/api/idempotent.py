@@ -10,8 +10,7 @@ from voucher_service.api.auth import Principal, service_context
 from voucher_service.api.errors import problem
 from voucher_service.domain.errors import ValidationFailed, VoucherServiceError
 from voucher_service.services import idempotency
-from voucher_service.services.idempotency import IdempotencyClaim, StoredResponse
-from voucher_service.services.redemption import Outcome
+from voucher_service.services.idempotency import IdempotencyClaim, Outcome, StoredResponse
 
 
 def _idempotency_key() -> str:

@@ -41,6 +41,15 @@ _ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """A service answer with its exact JSON bytes (what was stored for the Idempotency-Key)."""
+
+    status: int
+    payload: dict[str, Any]
+    body: bytes
+
+
+@dataclass(frozen=True)
 class StoredResponse:
     """The answer a key already has: replayed byte for byte, status included."""
 

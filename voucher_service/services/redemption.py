@@ -62,7 +62,7 @@ from voucher_service.domain.programs import window_verdict
 from voucher_service.domain.tokens import ReceiptClaims, VoucherClaims
 from voucher_service.services import audit_log, idempotency, ledger, registry
 from voucher_service.services.context import ServiceContext
-from voucher_service.services.idempotency import IdempotencyClaim
+from voucher_service.services.idempotency import IdempotencyClaim, Outcome
 from voucher_service.services.redemption_records import encode_json, redemption_json
 from voucher_service.services.tokens import sign_receipt, verify_voucher_token
 
@@ -79,15 +79,6 @@ class RedemptionRequest:
     channel: str
     terminal_id: str | None
     items: tuple[BasketLine, ...]
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A service answer with its exact JSON bytes (what was stored for the Idempotency-Key)."""
-
-    status: int
-    payload: dict[str, Any]
-    body: bytes
 
 
 @dataclass(frozen=True)

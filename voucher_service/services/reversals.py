@@ -16,8 +16,7 @@ from voucher_service.domain.eligibility import remaining_eligible_total_fen, rev
 from voucher_service.domain.errors import Forbidden, InvalidState, NotFound, ValidationFailed
 from voucher_service.services import audit_log, idempotency, ledger
 from voucher_service.services.context import ServiceContext
-from voucher_service.services.idempotency import IdempotencyClaim
-from voucher_service.services.redemption import Outcome
+from voucher_service.services.idempotency import IdempotencyClaim, Outcome
 from voucher_service.services.redemption_records import encode_json
 
 
