@@ -3,6 +3,7 @@ signed merchant requests, and a summary of what the clients saw."""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import hmac
 import multiprocessing as mp
@@ -24,6 +25,18 @@ class Phase:
     latencies: list[float] = field(default_factory=list)
     started: float = 0.0
     ended: float = 0.0
+
+
+def add_load_options(parser: argparse.ArgumentParser, phase: str, pg_admin_url: str, redis_url: str) -> None:
+    """The options every HTTP benchmark takes: client shape, phase lengths, and the servers to use."""
+    parser.add_argument("--procs", type=int, default=4, help="client processes")
+    parser.add_argument("--threads", type=int, default=8, help="connections per client process")
+    parser.add_argument("--baseline-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--time-limit", type=float, default=120.0, help=f"seconds the {phase} may take at most"
+    )
+    parser.add_argument("--pg-admin-url", default=pg_admin_url)
+    parser.add_argument("--redis-url", default=redis_url)
 
 
 def signed_headers(merchant_id: str, secret: str, path: str, body: bytes, **extra: str) -> dict[str, str]:

@@ -30,8 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import create_engine, func, select  # noqa: E402
 
-from benchmarks._load import Phase, describe, drive, signed_headers  # noqa: E402
-from benchmarks._server import gunicorn_server, settings_env, throwaway_settings  # noqa: E402
+from benchmarks._load import Phase, add_load_options, describe, drive, signed_headers  # noqa: E402
+from benchmarks._server import (  # noqa: E402
+    PG_ADMIN_URL,
+    REDIS_URL,
+    gunicorn_server,
+    settings_env,
+    throwaway_settings,
+)
 from voucher_service.adapters.db.migrate import upgrade  # noqa: E402
 from voucher_service.adapters.db.models import LedgerEntry, Voucher  # noqa: E402
 from voucher_service.config import Settings  # noqa: E402
@@ -40,10 +46,6 @@ from voucher_service.services import merchants, programs  # noqa: E402
 from voucher_service.services.context import ServiceContext  # noqa: E402
 from voucher_service.services.keys import ensure_signing_keys  # noqa: E402
 
-PG_ADMIN_URL = os.environ.get(
-    "VOUCHER_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-REDIS_URL = os.environ.get("VOUCHER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 FACE_FEN = 2000
 
 
@@ -155,14 +157,7 @@ def verify(settings: Settings, program_id: str, quantity: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quantity", type=int, default=20_000, help="vouchers in the tier that sells out")
-    parser.add_argument("--procs", type=int, default=4, help="client processes")
-    parser.add_argument("--threads", type=int, default=8, help="connections per client process")
-    parser.add_argument("--baseline-seconds", type=float, default=10.0)
-    parser.add_argument(
-        "--time-limit", type=float, default=120.0, help="seconds the claim rush may take at most"
-    )
-    parser.add_argument("--pg-admin-url", default=PG_ADMIN_URL)
-    parser.add_argument("--redis-url", default=REDIS_URL)
+    add_load_options(parser, "claim rush", PG_ADMIN_URL, REDIS_URL)
     args = parser.parse_args()
 
     with throwaway_settings(args.pg_admin_url, args.redis_url, "claims") as settings:

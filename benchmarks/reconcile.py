@@ -29,15 +29,13 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._server import PG_ADMIN_URL  # noqa: E402
 from voucher_service.adapters.db.migrate import upgrade  # noqa: E402
 from voucher_service.config import Settings  # noqa: E402
 from voucher_service.domain.statements import parse_statement  # noqa: E402
 from voucher_service.services import reconciliation  # noqa: E402
 from voucher_service.services.context import ServiceContext  # noqa: E402
 
-ADMIN_URL = os.environ.get(
-    "VOUCHER_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
 PROGRAM, MERCHANT = "bench-program", "mch_bench"
 BASE = "2026-12-01 00:00:00+00"
@@ -164,10 +162,10 @@ def measure_load(ctx: ServiceContext, statement: Path) -> float:
 
 def main() -> None:
     name = f"vbench_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     try:
         with tempfile.TemporaryDirectory() as tmp:
             run(url, Path(tmp))

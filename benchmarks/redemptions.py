@@ -33,8 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import create_engine, func, insert, select, update  # noqa: E402
 
-from benchmarks._load import Phase, describe, drive, signed_headers  # noqa: E402
-from benchmarks._server import gunicorn_server, settings_env, throwaway_settings  # noqa: E402
+from benchmarks._load import Phase, add_load_options, describe, drive, signed_headers  # noqa: E402
+from benchmarks._server import (  # noqa: E402
+    PG_ADMIN_URL,
+    REDIS_URL,
+    gunicorn_server,
+    settings_env,
+    throwaway_settings,
+)
 from voucher_service.adapters.db.migrate import upgrade  # noqa: E402
 from voucher_service.adapters.db.models import (  # noqa: E402
     CertifiedProduct,
@@ -53,10 +59,6 @@ from voucher_service.services.context import ServiceContext  # noqa: E402
 from voucher_service.services.keys import ensure_signing_keys  # noqa: E402
 from voucher_service.services.tokens import sign_voucher  # noqa: E402
 
-PG_ADMIN_URL = os.environ.get(
-    "VOUCHER_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-REDIS_URL = os.environ.get("VOUCHER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 FACE_FEN, MIN_SPEND_FEN = 2000, 6000
 UNCERTIFIED_GTIN = with_check_digit("697000000000")
 RECONNECT_EVERY = 50
@@ -276,14 +278,7 @@ def main() -> int:
         "--vouchers", type=int, default=12_000, help="vouchers issued (some warm the server up)"
     )
     parser.add_argument("--warmup", type=int, default=1_000, help="of which used to warm the server up")
-    parser.add_argument("--procs", type=int, default=4, help="client processes")
-    parser.add_argument("--threads", type=int, default=8, help="connections per client process")
-    parser.add_argument("--baseline-seconds", type=float, default=10.0)
-    parser.add_argument(
-        "--time-limit", type=float, default=120.0, help="seconds the redemption phase may take"
-    )
-    parser.add_argument("--pg-admin-url", default=PG_ADMIN_URL)
-    parser.add_argument("--redis-url", default=REDIS_URL)
+    add_load_options(parser, "redemption phase", PG_ADMIN_URL, REDIS_URL)
     args = parser.parse_args()
     with throwaway_settings(args.pg_admin_url, args.redis_url, "redeem") as settings:
         return run(args, settings)

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
+from benchmarks._server import PG_ADMIN_URL  # noqa: E402
 from voucher_service.adapters.db.migrate import upgrade  # noqa: E402
 from voucher_service.config import Settings  # noqa: E402
 from voucher_service.domain.registry_generator import generate_registry, registry_csv  # noqa: E402
@@ -33,9 +34,6 @@ from voucher_service.services.registry import import_products  # noqa: E402
 
 BUDGET_S = 30.0
 T = TypeVar("T")
-PG_ADMIN_URL = os.environ.get(
-    "VOUCHER_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 
 
 def timed(fn: Callable[[], T]) -> tuple[float, T]:
