@@ -38,6 +38,7 @@ test: install services lint
 lint: install
 	$(VENV)/bin/ruff check voucher_service merchant_sdk scripts tests benchmarks
 	$(VENV)/bin/mypy voucher_service merchant_sdk
+	$(VENV)/bin/lint-imports
 
 bench: install services
 	$(PY) benchmarks/claims.py
