@@ -4,7 +4,8 @@ Chromium with no network, pages that fail the test on any console error, axe, sc
 Fixtures (for every area's tests/browser/test_<area>.py):
 - `live` -> LiveServer: base_url, app, ctx, admin (tests.helpers.Admin), admin_token, sms_outbox,
   sms_code(phone), url(path).
-- `browser`: one Chromium for the session.
+- `browser`: one Chromium for the session; `launch_chromium(*extra_args)` another one with extra flags,
+  e.g. `launch_chromium(*support.fake_camera_args(support.y4m_of(image, path)))` for a fake camera.
 - `new_page(width="phone"|"desktop", lang="zh"|"en")`: a fresh context and page (Accept-Language
   set); requests that leave 127.0.0.1 are aborted and fail the test, as does any console error or
   uncaught exception, checked when the test ends. `phone_page` / `desktop_page` are Chinese ones.
@@ -87,6 +88,21 @@ def browser() -> Iterator[Any]:
     with playwright_api.sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         yield b
+        b.close()
+
+
+@pytest.fixture
+def launch_chromium(browser: Any) -> Iterator[Callable[..., Any]]:
+    """Another Chromium with extra flags (e.g. a fake camera), closed when the test ends."""
+    launched: list[Any] = []
+
+    def launch(*extra_args: str) -> Any:
+        b = browser.browser_type.launch(executable_path=CHROMIUM, headless=True, args=[*FLAGS, *extra_args])
+        launched.append(b)
+        return b
+
+    yield launch
+    for b in launched:
         b.close()
 
 

@@ -76,11 +76,12 @@ def verify_code() -> Any:
     code = request.form.get("code", "").strip()[:12]
     ctx = service_context()
     try:
-        login_rate_limit("consumer", raw)
+        phone = consumers.normalise_phone(raw)
+        login_rate_limit("consumer", phone)
         if not (len(code) == 6 and code.isascii() and code.isdigit()):
             raise Unauthorized("not a code")
-        consumers.open_session(ctx, raw, code)
-        holder = consumers.phone_holder(ctx, consumers.normalise_phone(raw))
+        consumers.open_session(ctx, phone, code)
+        holder = consumers.phone_holder(ctx, phone)
     except ValidationFailed:
         return render_template("wallet/login.html", phone=raw, step="phone",
                                error=_("Enter a mainland China mobile number (11 digits).")), 400
