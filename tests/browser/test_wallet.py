@@ -67,7 +67,8 @@ def test_resident_claims_and_shows_the_qr_of_the_api_token_which_turns_used_with
     assert "减 ¥50.00" in page.inner_text("main")
     assert "百色芒果直营店" in page.inner_text("main")  # where to spend it: the enrolled shop
     expect(page.locator("#voucher-status")).to_have_text("可使用")
-    page.wait_for_function("document.getElementById('voucher-qr').naturalWidth > 0")
+    page.wait_for_load_state("load")  # the QR image is in
+    assert page.locator("#voucher-qr").evaluate("img => img.naturalWidth") > 0
 
     # The QR as the resident's phone shows it decodes to the token the API returns for this voucher.
     shot = page.locator("#voucher-qr").screenshot()
@@ -158,7 +159,8 @@ def test_every_wallet_page_is_translated_accessible_and_clean(live, new_page, la
     check_page(page, lang)
     screenshot(page, f"wallet-home-{lang}-{width}")
     claim_in_page(page)
-    page.wait_for_function("document.getElementById('voucher-qr').naturalWidth > 0")
+    page.wait_for_load_state("load")  # the QR image is in
+    assert page.locator("#voucher-qr").evaluate("img => img.naturalWidth") > 0
     check_page(page, lang)
     screenshot(page, f"wallet-voucher-{lang}-{width}")
     page.goto(live.url("/wallet/vouchers/00000000-0000-0000-0000-000000000000"))

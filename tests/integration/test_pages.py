@@ -147,3 +147,21 @@ def test_money_is_formatted_from_integer_fen_only():
     assert money(5000) == "¥50.00" and money(1) == "¥0.01" and money(123456789) == "¥1,234,567.89"
     with pytest.raises(TypeError):
         money(50.0)  # type: ignore[arg-type]
+
+
+def test_a_claim_form_sent_twice_claims_once_and_shows_that_voucher(app, ctx, admin):
+    program = admin.create_program()
+    client = app.test_client()
+    log_in(client, ctx)
+    page = client.get("/wallet/")
+    form = {"program_id": program["id"], "tier": "T50", "csrf_token": csrf(page),
+            "form_id": re.search(r'name="form_id" value="([^"]+)"', page.get_data(as_text=True)).group(1)}
+    first = client.post("/wallet/claim", data=form)
+    again = client.post("/wallet/claim", data=form)  # a double click, or the page sent again
+    assert first.status_code == again.status_code == 302
+    assert first.headers["Location"] == again.headers["Location"]
+    assert first.headers["Location"].startswith("/wallet/vouchers/")
+    assert len(issuance.holder_vouchers(ctx, phone_holder(ctx, PHONE))) == 1
+    other_tier = client.post("/wallet/claim", data={**form, "tier": "T20"})  # another button of that page
+    assert other_tier.headers["Location"] != first.headers["Location"]
+    assert len(issuance.holder_vouchers(ctx, phone_holder(ctx, PHONE))) == 2

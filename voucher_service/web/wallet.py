@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 from typing import Any
 
 from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
@@ -31,6 +32,7 @@ from voucher_service.web.security import (
 )
 
 bp = page_blueprint("wallet", __name__, url_prefix="/wallet")
+CLAIM_FORM_TTL_S = 3600
 
 
 def _holder() -> str:
@@ -111,7 +113,7 @@ def vouchers_page() -> str:
     vouchers = issuance.holder_vouchers(service_context(), _holder())
     names = {p["id"]: p["name"] for p in open_programmes()}
     return render_template("wallet/home.html", vouchers=vouchers, programmes=open_programmes(),
-                           names=names, now=service_context().now())
+                           names=names, form_id=secrets.token_urlsafe(16))
 
 
 @bp.post("/claim")
@@ -119,16 +121,28 @@ def vouchers_page() -> str:
 def claim() -> Any:
     program_id = request.form.get("program_id", "")[:64]
     tier = request.form.get("tier", "")[:32]
+    form_id = request.form.get("form_id", "")[:64]
     ctx = service_context()
     holder = _holder()
+    # One claim per rendered form: a double click or a resubmitted page shows the voucher it claimed.
+    once_key = f"page:claim:{hashlib.sha256(f'{holder}|{form_id}|{program_id}|{tier}'.encode()).hexdigest()[:32]}"
+    if form_id and not ctx.store.add_once(once_key, CLAIM_FORM_TTL_S):
+        earlier = ctx.store.get(once_key)
+        if earlier and earlier != b"1":
+            return redirect(url_for("wallet.voucher", voucher_id=earlier.decode()))
+        return redirect(url_for("wallet.home"))
     catalog = current_app.extensions.setdefault("voucher_programs", issuance.ProgramCatalog())
     metrics = current_app.extensions["voucher_metrics"]
     try:
         out = issuance.claim_voucher(ctx, program_id, tier, issuance.Claimant(holder, f"consumer:{holder[:16]}"),
                                      catalog=catalog, count=metrics.count)
     except VoucherServiceError as exc:
+        if form_id:
+            ctx.store.delete(once_key)  # nothing was claimed: the same form may try again
         flash(error_text(exc.code), "error")
         return redirect(url_for("wallet.home"))
+    if form_id:
+        ctx.store.set(once_key, out["voucher_id"].encode(), CLAIM_FORM_TTL_S)
     current_app.extensions.pop("voucher_open_programmes", None)  # "left" counts changed
     flash(_("Voucher claimed. Show this QR code at the till."), "ok")
     return redirect(url_for("wallet.voucher", voucher_id=out["voucher_id"]))
