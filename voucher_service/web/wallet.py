@@ -19,7 +19,7 @@ from voucher_service.domain.errors import (
     ValidationFailed,
     VoucherServiceError,
 )
-from voucher_service.services import consumers, issuance, programs, spending
+from voucher_service.services import consumers, issuance, programs, spending, voucher_status
 from voucher_service.web import page_blueprint
 from voucher_service.web.errors import error_text
 from voucher_service.web.public import MARKS
@@ -187,11 +187,11 @@ def voucher_qr(voucher_id: str) -> Response:
     return resp
 
 
-@bp.get("/vouchers/<voucher_id>/status")
+@bp.get("/vouchers/<voucher_id>/status", endpoint="voucher_status")
 @require_login("consumer")
-def voucher_status(voucher_id: str) -> Response:
+def status(voucher_id: str) -> Response:
     """The cheap status check an open voucher page polls (FastStore first; 304 when unchanged)."""
-    found = spending.voucher_status(service_context(), voucher_id[:64])
+    found = voucher_status.voucher_status(service_context(), voucher_id[:64])
     if found is None or found["holder_hash"] != _holder():
         abort(404)
     etag = hashlib.sha256(f"{found['status']}|{found['changed_at']}".encode()).hexdigest()[:16]
