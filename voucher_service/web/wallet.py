@@ -22,7 +22,7 @@ from voucher_service.domain.errors import (
 from voucher_service.services import consumers, issuance, programs, spending, voucher_status
 from voucher_service.web import page_blueprint
 from voucher_service.web.errors import error_text
-from voucher_service.web.public import MARKS
+from voucher_service.web.public import mark_label
 from voucher_service.web.security import (
     current_user,
     login_rate_limit,
@@ -165,7 +165,7 @@ def voucher(voucher_id: str) -> str:
     ctx = service_context()
     program = programs.get_program(ctx, v["program_id"], with_stats=False)
     spend = spending.where_to_spend(ctx, v["program_id"])
-    return render_template("wallet/voucher.html", v=v, program=program, spend=spend, marks=MARKS,
+    return render_template("wallet/voucher.html", v=v, program=program, spend=spend, mark_label=mark_label,
                            not_yet=v["valid_from"] is not None and v["valid_from"] > rfc3339(ctx.now()))
 
 
