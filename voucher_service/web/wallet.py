@@ -57,7 +57,8 @@ def login() -> str:
 def send_code() -> Any:
     raw = request.form.get("phone", "")[:40]
     try:
-        login_rate_limit("consumer-otp", per_ip=30, window_s=300)
+        # Residents share addresses (carrier NAT): the per-number limits of the service do the real work.
+        login_rate_limit("consumer-otp", per_ip=300, window_s=300)
         consumers.send_code(service_context(), raw)
     except ValidationFailed:
         return render_template("wallet/login.html", phone=raw, step="phone",
@@ -79,7 +80,7 @@ def verify_code() -> Any:
     ctx = service_context()
     try:
         phone = consumers.normalise_phone(raw)
-        login_rate_limit("consumer", phone)
+        login_rate_limit("consumer", phone, per_ip=300)
         if not (len(code) == 6 and code.isascii() and code.isdigit()):
             raise Unauthorized("not a code")
         consumers.open_session(ctx, phone, code)
