@@ -20,7 +20,7 @@ OUTAGE_RETRY_AFTER_S = 2
 # What "PostgreSQL or Redis cannot be reached (or went away mid-request)" raises. OperationalError covers
 # refused and reset connections, a server shutting down, statement and lock timeouts and serialisation
 # failures: all worth the same request again a moment later. Bad input never raises these.
-OUTAGES: tuple[type[BaseException], ...] = (
+OUTAGES: tuple[type[Exception], ...] = (
     sa_errors.OperationalError,
     sa_errors.InterfaceError,
     sa_errors.DisconnectionError,
