@@ -7,20 +7,22 @@ private redis-server. The shared PostgreSQL and Redis are never stopped or flush
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 
-from tests.conftest import PG_ADMIN_URL, make_settings, prepare
+from tests.conftest import PG_ADMIN_URL, REDIS_URL, make_settings, prepare
 from tests.faults import PrivateRedis, TcpProxy, private_redis, tcp_proxy
-from tests.helpers import Admin, problem_code
+from tests.helpers import Admin, MerchantCaller, problem_code
 from tests.redemption_support import checkout, item, make_world
 from voucher_service import create_app
+from voucher_service.adapters.db.models import Redemption
 from voucher_service.services.credentials import create_admin_token
 
 pytestmark = pytest.mark.postgres
@@ -132,3 +134,81 @@ def test_redis_down_refuses_what_needs_it_with_503_and_serves_the_rest(with_priv
     resp = world.merchant.post("/api/v1/redemptions", checkout(token, [item(world.catalog.rice, 3, 5000)]),
                                headers={"Idempotency-Key": "after"})
     assert resp.status_code == 201, json.dumps(resp.get_json())
+
+
+def _after_the_lease(engine: Any, do: Callable[[], None]) -> None:
+    """Run `do` once, just before the first statement that follows a lease INSERT (the effect starts)."""
+    state = {"lease": False, "done": False}
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _hook(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if state["done"]:
+            return
+        if "INSERT INTO idempotency_records" in statement:
+            state["lease"] = True
+        elif state["lease"]:
+            state["done"] = True
+            do()
+
+
+def test_a_request_cut_off_by_the_database_going_away_leaves_no_stuck_key(proxied) -> None:
+    app, proxy, _ = proxied
+    ctx = app.extensions["voucher"]
+    admin = Admin(app.test_client(), create_admin_token(ctx, "ops"))
+    world = make_world(admin, ctx)
+    voucher_id, token = world.voucher()
+    body = checkout(token, [item(world.catalog.rice, 3, 5000)])
+
+    def database_goes_away() -> None:
+        proxy.refuse()
+        proxy.cut()
+
+    _after_the_lease(ctx.engine, database_goes_away)
+    headers = {"Idempotency-Key": "cut-off-1"}
+    assert_503(world.merchant.post("/api/v1/redemptions", body, headers=headers))
+    proxy.refuse(False)  # the database is back; the lease row of the cut-off request is still there
+    seen = []
+    for _ in range(6):
+        resp = world.merchant.post("/api/v1/redemptions", body, headers=headers)
+        seen.append(resp.status_code)
+        if resp.status_code != 409:
+            break
+        assert problem_code(resp) == "idempotency_in_progress"
+        wait = int(resp.headers["Retry-After"])
+        assert 1 <= wait <= 10, wait  # the lease of a dead request lapses within seconds, not 30
+        time.sleep(wait)
+    assert resp.status_code == 201, (seen, resp.get_json())
+    again = world.merchant.post("/api/v1/redemptions", body, headers=headers)
+    assert again.data == resp.data
+    with ctx.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Redemption).where(Redemption.voucher_id == voucher_id)) == 1
+
+
+def test_a_slow_request_keeps_its_lease_while_it_runs(tmp_path: Path, pg_session_url: str) -> None:
+    app = create_app(make_settings(tmp_path, pg_session_url, REDIS_URL, idempotency_lease_s=2))
+    ctx = app.extensions["voucher"]
+    try:
+        admin = Admin(app.test_client(), create_admin_token(ctx, "ops"))
+        world = make_world(admin, ctx)
+        voucher_id, token = world.voucher()
+        body = checkout(token, [item(world.catalog.rice, 3, 5000)])
+        _after_the_lease(ctx.engine, lambda: time.sleep(5))  # 2.5 leases
+        headers = {"Idempotency-Key": "slow-1"}
+        first: list[Any] = []
+        slow = threading.Thread(target=lambda: first.append(
+            MerchantCaller(app.test_client(), world.merchant.id, world.merchant.secret).post(
+                "/api/v1/redemptions", body, headers=headers)))
+        slow.start()
+        time.sleep(3.5)  # the first lease would have run out by now
+        retry = world.merchant.post("/api/v1/redemptions", body, headers=headers)
+        slow.join()
+        assert first[0].status_code == 201, first[0].get_json()
+        assert retry.status_code == 409 and problem_code(retry) == "idempotency_in_progress", retry.get_json()
+        assert int(retry.headers["Retry-After"]) >= 1
+        again = world.merchant.post("/api/v1/redemptions", body, headers=headers)
+        assert again.data == first[0].data
+        with ctx.sessions() as s:
+            assert s.scalar(
+                select(func.count()).select_from(Redemption).where(Redemption.voucher_id == voucher_id)) == 1
+    finally:
+        ctx.engine.dispose()
