@@ -169,3 +169,21 @@ def private_redis(workdir: Path) -> Iterator[PrivateRedis]:
         yield server
     finally:
         server.stop()
+
+
+def gunicorn_workers(base_url: str) -> list[int]:
+    """The worker pids of the gunicorn (started by this test) that serves `base_url`."""
+    bind = base_url.split("://", 1)[1]
+    procs: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdecimal():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if b"gunicorn" in b" ".join(cmdline) and bind.encode() in cmdline:
+            procs[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])  # the ppid
+    masters = [pid for pid, ppid in procs.items() if ppid not in procs]
+    return sorted(pid for pid, ppid in procs.items() if ppid in masters)
