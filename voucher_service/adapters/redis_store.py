@@ -14,6 +14,10 @@ from typing import Protocol
 class FastStore(Protocol):
     """What the services need from Redis."""
 
+    # When this store began empty, if it knows (an in-process store: its creation); None for Redis,
+    # whose losses are only noticed later (see services.nonces).
+    born_unix: int | None
+
     def add_once(self, key: str, ttl_s: int) -> bool:
         """Set `key` if absent with a TTL; True when this call set it."""
 
@@ -63,6 +67,7 @@ class RedisStore:
     def __init__(self, client: object, prefix: str) -> None:
         self._r = client
         self._p = prefix
+        self.born_unix: int | None = None
         # EVALSHA, falling back to EVAL once after a restart flushed the script cache.
         self._add_nonce = client.register_script(ADD_NONCE_LUA)  # type: ignore[attr-defined]
         self._raise_marker = client.register_script(RAISE_MARKER_LUA)  # type: ignore[attr-defined]
@@ -117,6 +122,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._data: dict[str, tuple[bytes, float | None]] = {}
         self._lock = threading.Lock()
+        self.born_unix: int | None = int(time.time())  # nothing it holds is older than this
 
     def _live(self, key: str) -> bytes | None:
         item = self._data.get(key)

@@ -237,23 +237,24 @@ def release(ctx: ServiceContext, claim: IdempotencyClaim) -> None:
 class LeaseKeeper:
     """Renews the leases of this process's running requests, so only a dead request's lease lapses.
 
-    One daemon thread per process (started on first use, again after a fork). Each round renews the
-    claims whose lease is at least a third spent, one short transaction each; a request that ends (or
-    fences its claim to complete it) is not renewed again."""
+    A daemon thread runs while the process holds claims (started on demand, again after a fork). Each
+    round renews the claims whose lease is at least a third spent, one short transaction each; a request
+    that ends (or fences its claim to complete it) is not renewed again. The keeper holds its context
+    weakly, so an app that is thrown away (tests make many) takes its keeper with it."""
 
     def __init__(self, sessions: sessionmaker[Session], lease_s: int, now: Any) -> None:
-        self._sessions = sessions
+        self._sessions = weakref.ref(sessions)
         self._lease = dt.timedelta(seconds=lease_s)
         self._interval_s = max(0.2, lease_s / 3)
-        self._now = now
+        self._now = weakref.WeakMethod(now)
         self._claims: set[IdempotencyClaim] = set()
         self._lock = threading.Lock()
-        self._pid: int | None = None
+        self._running_in: int | None = None  # the pid whose renewal thread is running
 
     def hold(self, claim: IdempotencyClaim) -> None:
         with self._lock:
-            if self._pid != os.getpid():  # first use in this process (gunicorn forks after import)
-                self._pid = os.getpid()
+            if self._running_in != os.getpid():  # none running here (idle, or gunicorn forked since)
+                self._running_in = os.getpid()
                 self._claims = set()
                 threading.Thread(target=self._run, name="idempotency-leases", daemon=True).start()
             self._claims.add(claim)
@@ -265,6 +266,10 @@ class LeaseKeeper:
     def _run(self) -> None:
         while True:
             time.sleep(self._interval_s)
+            with self._lock:
+                if not self._claims:  # idle: stop; the next hold() starts a thread again
+                    self._running_in = None
+                    return
             try:
                 self.renew_due()
             except Exception:  # the database is away: the leases lapse, as they should
@@ -272,7 +277,10 @@ class LeaseKeeper:
 
     def renew_due(self) -> int:
         """Extend every held lease that is a third spent; return how many were extended."""
-        now = self._now()
+        sessions, clock = self._sessions(), self._now()
+        if sessions is None or clock is None:
+            return 0
+        now = clock()
         due_before = now + self._lease - dt.timedelta(seconds=self._interval_s)
         with self._lock:
             due = [c for c in self._claims if c.locked_until <= due_before]
@@ -282,7 +290,7 @@ class LeaseKeeper:
                 if claim.fenced:
                     continue
                 new_lease = max(now + self._lease, claim.locked_until + dt.timedelta(microseconds=1))
-                with self._sessions.begin() as s:
+                with sessions.begin() as s:
                     _relax_durability(s)
                     moved = _rowcount(s.execute(
                         update(IdempotencyRecord)

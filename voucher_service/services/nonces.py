@@ -20,7 +20,8 @@ inside the window. So the nonces live in *epochs*:
   request whose nonce was lost); one signed after the loss was noticed but within the margin
   (`nonce_epoch_margin_s`, for clocks a little fast) gets `503 service_unavailable` with Retry-After,
   so a client signs it again. A namespace's very first epoch refuses nothing: no request was accepted
-  before it.
+  before it. An in-process store knows when it began empty (its process started), so the epoch it
+  starts begins then, without the margin.
 
 Never fail open: when Redis or the database cannot be reached, the request is not accepted (503).
 """
@@ -130,9 +131,13 @@ def _settle(ctx: ServiceContext, guard: NonceGuard, marker: str) -> Epoch:
                     row.epoch = 1  # the namespace's first epoch: nothing was accepted before it
                 elif current is None or current > row.epoch:
                     # Redis lost the marker (or holds one from a later epoch than a restored database).
-                    start = int(time.time())
+                    # An in-process store knows when it began empty (its process started): nothing
+                    # it accepted is older. Redis does not say when it lost its data: from now on.
+                    born = ctx.store.born_unix
+                    start = born if born is not None else int(time.time())
                     row.epoch = max(row.epoch, current or 0) + 1
-                    row.started_unix, row.not_before_unix = start, start + margin
+                    row.started_unix = start
+                    row.not_before_unix = start + (margin if born is None else 0)
                     log.warning("Redis lost its nonces (namespace %r): nonce epoch %d begins; requests "
                                 "signed before %d are refused", namespace, row.epoch, start)
                 # else: a marker left behind by an interrupted marker write; raise it to the epoch.
