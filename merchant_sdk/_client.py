@@ -192,13 +192,19 @@ class VoucherClient:
             if resp.status_code < 300:
                 return self._decode(resp)
             error = error_from_response(resp.status_code, self._decode_error(resp), resp.headers)
-            if not (resp.status_code == 429 or resp.status_code >= 500) or attempt >= self.max_retries:
+            if not self._retryable(resp.status_code, error) or attempt >= self.max_retries:
                 raise error
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             if retry_after is not None and retry_after > self.max_retry_after:
                 raise error  # the service asks for a longer pause than a till should block for
             self._sleep(retry_after if retry_after is not None else self._backoff(attempt))
             attempt += 1
+
+    @staticmethod
+    def _retryable(status: int, error: VoucherError) -> bool:
+        """5xx, 429 and 409 `idempotency_in_progress` (the key's first attempt is still running or its
+        lease has yet to run out): the same request with the same key may succeed later."""
+        return status >= 500 or status == 429 or (status == 409 and error.code == "idempotency_in_progress")
 
     @staticmethod
     def _decode(resp: requests.Response) -> Any:

@@ -34,7 +34,10 @@ class Settings:
     session_ttl_s: int = 86_400
     claim_rate_per_minute: int = 600
     signature_window_s: int = 300
-    idempotency_lease_s: int = 30
+    # After Redis lost its data, requests signed up to this many seconds after the loss was noticed
+    # are answered 503 (sign again): covers merchant clocks running a little fast.
+    nonce_epoch_margin_s: int = 2
+    idempotency_lease_s: int = 6  # renewed while the request runs; a dead request's lapses
     audit_seal_interval_s: float = 1.0
     # End-to-end tests only: a worker exits right after a redemption commits, before it replies.
     crash_after_commit: bool = False

@@ -279,3 +279,37 @@ def test_a_tampered_journal_is_rejected_and_nothing_of_it_recorded(
         stored = list(s.scalars(select(OfflineRecord.seq).where(OfflineRecord.terminal_id == "till-A")))
         assert stored == [1]
         assert len(list(s.scalars(select(Redemption).where(Redemption.channel == "offline")))) == 1
+
+
+@REDEEM
+def test_a_key_held_by_a_dead_attempt_is_retried_by_the_sdk_until_its_lease_lapses(world: World) -> None:
+    import datetime as dt
+    import json
+    import time
+
+    from voucher_service.adapters.db.models import IdempotencyRecord
+    from voucher_service.services import idempotency
+
+    ctx = world.live.ctx
+    body = {"token": world.claim().token, "order_id": "DEAD-1", "channel": "online", "items": BASKET}
+    raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()  # as the SDK sends it
+    route = "POST /api/v1/redemptions"
+    with ctx.sessions.begin() as s:  # the lease row of an attempt whose worker died 4 s into a 6 s lease
+        s.add(IdempotencyRecord(
+            merchant_id=world.merchant_id, key="dead-attempt", route=route,
+            request_sha256=idempotency.fingerprint(route, raw), state="in_progress",
+            locked_until=ctx.now() + dt.timedelta(seconds=2), created_at=ctx.now(),
+        ))
+    with world.live.client(world.merchant_id, world.secret, max_retries=4) as client:
+        slept: list[float] = []
+
+        def sleep(seconds: float) -> None:
+            slept.append(seconds)
+            time.sleep(seconds)
+
+        client._sleep = sleep
+        got = client.request("POST", "/api/v1/redemptions", json_body=body, idempotency_key="dead-attempt")
+    assert got["order_id"] == "DEAD-1" and got["discount_fen"] > 0
+    assert slept and all(1 <= s <= 6 for s in slept), slept  # as the 409s' Retry-After said
+    with ctx.sessions() as s:
+        assert len(list(s.scalars(select(Redemption).where(Redemption.order_id == "DEAD-1")))) == 1

@@ -125,7 +125,6 @@ def test_5xx_gives_up_after_max_retries(fake, client, sleeps) -> None:
     ("status", "code", "exc"),
     [
         (409, "voucher_already_redeemed", VoucherAlreadyRedeemed),
-        (409, "idempotency_in_progress", IdempotencyInProgress),
         (422, "threshold_not_met", ThresholdNotMet),
     ],
 )
@@ -172,3 +171,38 @@ def test_reads_are_retried_without_an_idempotency_key(fake, client) -> None:
     assert client.programs() == []
     assert all("Idempotency-Key" not in s.headers for s in fake.seen)
     assert len(fake.seen) == 2
+
+
+def test_idempotency_in_progress_is_retried_like_a_503_after_retry_after_with_the_same_key(
+    fake, client, sleeps
+) -> None:
+    fake.reply(
+        "POST",
+        "/api/v1/redemptions",
+        (409, {"Retry-After": "2"}, problem("idempotency_in_progress", 409)),
+        (201, {}, REDEMPTION),
+    )
+    got = client.redeem("VC1:X", ITEMS, order_id="o-1", idempotency_key="till-7-order-9")
+    assert got.redemption_id == REDEMPTION["redemption_id"]
+    assert sleeps == [2.0]
+    first, second = fake.requests_to("/api/v1/redemptions")
+    assert first.headers["Idempotency-Key"] == second.headers["Idempotency-Key"] == "till-7-order-9"
+    assert first.headers["X-Voucher-Nonce"] != second.headers["X-Voucher-Nonce"]
+
+
+def test_idempotency_in_progress_without_retry_after_backs_off_and_gives_up_as_that_error(
+    fake, client, sleeps
+) -> None:
+    fake.reply("POST", "/api/v1/redemptions", (409, {}, problem("idempotency_in_progress", 409)))
+    with pytest.raises(IdempotencyInProgress):
+        client.redeem("VC1:X", ITEMS, order_id="o-1")
+    assert len(fake.seen) == 3 and len(sleeps) == 2
+    assert len({s.headers["Idempotency-Key"] for s in fake.seen}) == 1
+
+
+def test_other_409s_are_still_not_retried(fake, client, sleeps) -> None:
+    fake.reply("POST", "/api/v1/redemptions", (409, {"Retry-After": "1"}, problem("conflict", 409)),
+               (201, {}, REDEMPTION))
+    with pytest.raises(VoucherError):
+        client.redeem("VC1:X", ITEMS, order_id="o-1")
+    assert len(fake.seen) == 1 and sleeps == []

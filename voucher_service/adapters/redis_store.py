@@ -14,6 +14,10 @@ from typing import Protocol
 class FastStore(Protocol):
     """What the services need from Redis."""
 
+    # When this store began empty, if it knows (an in-process store: its creation); None for Redis,
+    # whose losses are only noticed later (see services.nonces).
+    born_unix: int | None
+
     def add_once(self, key: str, ttl_s: int) -> bool:
         """Set `key` if absent with a TTL; True when this call set it."""
 
@@ -32,8 +36,29 @@ class FastStore(Protocol):
     def incr(self, key: str, ttl_s: int | None = None) -> int:
         """Increment a counter, setting a TTL when it is created."""
 
+    def add_nonce(self, key: str, ttl_s: int, marker: str) -> tuple[bool, int | None]:
+        """Set `key` if absent (TTL) and read the epoch `marker`, in one round trip (both keys must share
+        a cluster slot); return (whether this call set the key, the marker's epoch or None)."""
+
+    def raise_markers(self, markers: list[str], epoch: int) -> None:
+        """Set each marker (no TTL) to `epoch` unless it holds a later one."""
+
     def ping(self) -> bool:
         """Tell whether the store answers."""
+
+
+# KEYS[1] the nonce, KEYS[2] its shard's epoch marker; ARGV[1] the nonce's TTL in seconds.
+ADD_NONCE_LUA = """
+local added = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
+local epoch = redis.call('GET', KEYS[2])
+return {added and 1 or 0, epoch or ''}
+"""
+# KEYS[1] a marker; ARGV[1] the epoch: never lowered, never expires.
+RAISE_MARKER_LUA = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
 
 
 class RedisStore:
@@ -42,6 +67,18 @@ class RedisStore:
     def __init__(self, client: object, prefix: str) -> None:
         self._r = client
         self._p = prefix
+        self.born_unix: int | None = None
+        # EVALSHA, falling back to EVAL once after a restart flushed the script cache.
+        self._add_nonce = client.register_script(ADD_NONCE_LUA)  # type: ignore[attr-defined]
+        self._raise_marker = client.register_script(RAISE_MARKER_LUA)  # type: ignore[attr-defined]
+
+    def add_nonce(self, key: str, ttl_s: int, marker: str) -> tuple[bool, int | None]:
+        added, epoch = self._add_nonce(keys=[self._p + key, self._p + marker], args=[ttl_s])
+        return bool(added), int(epoch) if epoch not in (b"", "", None) else None
+
+    def raise_markers(self, markers: list[str], epoch: int) -> None:
+        for marker in markers:  # one by one: each marker lives in its own cluster slot
+            self._raise_marker(keys=[self._p + marker], args=[epoch])
 
     def add_once(self, key: str, ttl_s: int) -> bool:
         return bool(self._r.set(self._p + key, b"1", nx=True, ex=ttl_s))  # type: ignore[attr-defined]
@@ -85,6 +122,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._data: dict[str, tuple[bytes, float | None]] = {}
         self._lock = threading.Lock()
+        self.born_unix: int | None = int(time.time())  # nothing it holds is older than this
 
     def _live(self, key: str) -> bytes | None:
         item = self._data.get(key)
@@ -130,6 +168,20 @@ class MemoryStore:
                 expires = time.monotonic() + ttl_s
             self._data[key] = (str(value).encode(), expires)
             return value
+
+    def add_nonce(self, key: str, ttl_s: int, marker: str) -> tuple[bool, int | None]:
+        with self._lock:
+            added = self._live(key) is None
+            if added:
+                self._data[key] = (b"1", time.monotonic() + ttl_s)
+            epoch = self._live(marker)
+            return added, int(epoch) if epoch is not None else None
+
+    def raise_markers(self, markers: list[str], epoch: int) -> None:
+        with self._lock:
+            for marker in markers:
+                if int(self._live(marker) or b"0") < epoch:
+                    self._data[marker] = (str(epoch).encode(), None)
 
     def ping(self) -> bool:
         return True

@@ -10,7 +10,8 @@ from urllib.parse import quote
 
 from flask import current_app, g, request
 
-from voucher_service.domain.errors import Forbidden, ReplayedRequest, Unauthorized
+from voucher_service.domain.errors import Forbidden, Unauthorized
+from voucher_service.services import nonces
 from voucher_service.services.context import ServiceContext
 from voucher_service.services.credentials import (
     MerchantAuth,
@@ -92,9 +93,9 @@ def _merchant() -> Principal:
     )
     if not hmac.compare_digest(expected, signature.strip()):
         raise Unauthorized("Unknown merchant or bad signature.")
-    # Remember the nonce for twice the window, so it cannot come back while its timestamp is valid.
-    if not ctx.store.add_once(f"nonce:{merchant_id}:{nonce}", 2 * window + 5):
-        raise ReplayedRequest("This X-Voucher-Nonce was already used.")
+    # Remember the nonce for twice the window, so it cannot come back while its timestamp is valid;
+    # requests signed before Redis last lost its data are refused (services.nonces).
+    nonces.use_nonce(ctx, merchant_id, nonce, int(timestamp))
     return Principal("merchant", merchant=merchant)
 
 

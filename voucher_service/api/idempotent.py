@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from flask import Response, request
@@ -10,7 +11,10 @@ from voucher_service.api.auth import Principal, service_context
 from voucher_service.api.errors import problem
 from voucher_service.domain.errors import ValidationFailed, VoucherServiceError
 from voucher_service.services import idempotency
+from voucher_service.services.context import ServiceContext
 from voucher_service.services.idempotency import IdempotencyClaim, Outcome, StoredResponse
+
+log = logging.getLogger(__name__)
 
 
 def _idempotency_key() -> str:
@@ -38,17 +42,27 @@ def run_idempotent(principal: Principal, action: Callable[[IdempotencyClaim], Ou
     started = idempotency.begin(ctx, merchant_id, key, route, request.get_data(cache=True))
     if isinstance(started, StoredResponse):
         return _stored(started)
-    try:
-        outcome = action(started)
-    except VoucherServiceError as exc:
-        if exc.code in idempotency.TRANSIENT_CODES:
-            idempotency.release(ctx, started)
+    with idempotency.kept_alive(ctx, started):  # renewed while the action runs, never after
+        try:
+            outcome = action(started)
+        except VoucherServiceError as exc:
+            if exc.code in idempotency.TRANSIENT_CODES:
+                _release(ctx, started)
+                raise
+            # A definite refusal: keep it, so a retry with the key gets the same answer.
+            resp = problem(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
+            idempotency.store_error(ctx, started, resp.status_code, resp.get_data())
+            return resp
+        except BaseException:
+            _release(ctx, started)  # nothing committed: let a retry run again
             raise
-        # A definite refusal: keep it, so a retry with the key gets the same answer.
-        resp = problem(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
-        idempotency.store_error(ctx, started, resp.status_code, resp.get_data())
-        return resp
-    except BaseException:
-        idempotency.release(ctx, started)  # nothing committed: let a retry run again
-        raise
     return Response(outcome.body, status=outcome.status, mimetype="application/json")
+
+
+def _release(ctx: ServiceContext, claim: IdempotencyClaim) -> None:
+    """Release the key, at best: when the database is gone too, the lease (no longer renewed) lapses
+    within one lease instead, and the original failure is what the client hears."""
+    try:
+        idempotency.release(ctx, claim)
+    except Exception:
+        log.warning("could not release Idempotency-Key %r; its lease will lapse", claim.key, exc_info=True)

@@ -68,9 +68,32 @@ ClaimLimitReached = _error("ClaimLimitReached", "claim_limit_reached", 409, "Cla
 VoucherAlreadyRedeemed = _error(
     "VoucherAlreadyRedeemed", "voucher_already_redeemed", 409, "Voucher already redeemed"
 )
-IdempotencyInProgress = _error(
-    "IdempotencyInProgress", "idempotency_in_progress", 409, "Request with this key still running"
-)
+
+
+class IdempotencyInProgress(VoucherServiceError):
+    """Another attempt holds the key's lease; the answer says when to retry (Retry-After)."""
+
+    code = "idempotency_in_progress"
+    status = 409
+    title = "Request with this key still running"
+
+    def __init__(self, detail: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, int(retry_after))
+
+
+class ServiceUnavailable(VoucherServiceError):
+    """A dependency cannot do its part right now; the same request may succeed after `retry_after` s."""
+
+    code = "service_unavailable"
+    status = 503
+    title = "Service unavailable"
+
+    def __init__(self, detail: str | None = None, retry_after: int = 2) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, int(retry_after))
+
+
 Conflict = _error("Conflict", "conflict", 409, "Conflict")
 IdempotencyKeyReused = _error(
     "IdempotencyKeyReused", "idempotency_key_reused", 422, "Idempotency-Key reused with another body"

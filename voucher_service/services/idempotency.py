@@ -6,18 +6,32 @@ transaction then marks it `done` with the exact response bytes, so effect and an
 The lease end (`locked_until`) doubles as a fencing token: a retry may take over a row whose lease has
 run out (its worker died), and the slow original can then no longer complete it, so the effect can only
 commit once per key.
+
+The lease is short (`idempotency_lease_s`, 6 s) and a per-process keeper renews it while the request
+runs (every third of a lease, only for requests that are still running by then, so the fast path never
+pays for it). A request that dies, or is cut off with its database and cannot even release its row,
+stops being renewed, and a retry may take its key over at most one lease later; the 409 that retry gets
+meanwhile says when in Retry-After.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
+import math
+import os
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Result, delete, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from voucher_service.adapters.db.engine import is_postgres
 from voucher_service.adapters.db.models import IdempotencyRecord
@@ -34,6 +48,8 @@ FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
 ON CONFLICT (merchant_id, key) DO NOTHING
 RETURNING 1
 """)
+
+log = logging.getLogger(__name__)
 
 # Failures worth trying again with the same key: their answers are not stored.
 TRANSIENT_CODES = frozenset({"idempotency_in_progress", "rate_limited"})
@@ -57,13 +73,27 @@ class StoredResponse:
     body: bytes
 
 
-@dataclass(frozen=True)
 class IdempotencyClaim:
-    """This request holds the key's lease until `locked_until` and may complete it."""
+    """This request holds the key's lease until `locked_until` and may complete it.
 
-    merchant_id: str
-    key: str
-    locked_until: dt.datetime
+    `locked_until` moves forward while the keeper renews the lease; `fence()` stops the renewals and
+    gives the value the completing statement must match."""
+
+    def __init__(self, merchant_id: str, key: str, locked_until: dt.datetime) -> None:
+        self.merchant_id = merchant_id
+        self.key = key
+        self.locked_until = locked_until
+        self.lock = threading.Lock()
+        self.fenced = False
+
+    def fence(self) -> dt.datetime:
+        """The lease end to complete (or release) against; no renewal changes it after this call."""
+        with self.lock:
+            self.fenced = True
+            return self.locked_until
+
+    def __repr__(self) -> str:
+        return f"IdempotencyClaim({self.merchant_id!r}, {self.key!r}, {self.locked_until.isoformat()})"
 
 
 def fingerprint(route: str, raw_body: bytes) -> str:
@@ -122,7 +152,11 @@ def _existing(
             assert rec.response_status is not None and rec.response_body is not None
             return StoredResponse(rec.response_status, bytes(rec.response_body))
         if rec.locked_until > now:
-            raise IdempotencyInProgress("A request with this Idempotency-Key is still running; retry later.")
+            wait = math.ceil((rec.locked_until - now).total_seconds())
+            raise IdempotencyInProgress(
+                "A request with this Idempotency-Key is still running; retry later.",
+                retry_after=min(wait, ctx.settings.idempotency_lease_s),
+            )
         # The lease ran out: the worker that held it died before committing. Take it over; the new lease
         # end is strictly later than the old one, so the old holder's completion no longer matches.
         new_lease = max(lease, rec.locked_until + dt.timedelta(microseconds=1))
@@ -152,13 +186,14 @@ def _rowcount(result: Result[Any]) -> int:
 
 
 def _finish(session: Session, claim: IdempotencyClaim, status: int, body: bytes) -> int:
+    locked_until = claim.fence()
     return _rowcount(session.execute(
         update(IdempotencyRecord)
         .where(
             IdempotencyRecord.merchant_id == claim.merchant_id,
             IdempotencyRecord.key == claim.key,
             IdempotencyRecord.state == "in_progress",
-            IdempotencyRecord.locked_until == claim.locked_until,
+            IdempotencyRecord.locked_until == locked_until,
         )
         .values(state="done", response_status=status, response_body=body)
         .execution_options(synchronize_session=False)
@@ -185,6 +220,7 @@ def store_error(ctx: ServiceContext, claim: IdempotencyClaim, status: int, body:
 
 def release(ctx: ServiceContext, claim: IdempotencyClaim) -> None:
     """Forget an unfinished attempt, so a retry with the key can run again."""
+    locked_until = claim.fence()
     with ctx.sessions.begin() as s:
         s.execute(
             delete(IdempotencyRecord)
@@ -192,7 +228,108 @@ def release(ctx: ServiceContext, claim: IdempotencyClaim) -> None:
                 IdempotencyRecord.merchant_id == claim.merchant_id,
                 IdempotencyRecord.key == claim.key,
                 IdempotencyRecord.state == "in_progress",
-                IdempotencyRecord.locked_until == claim.locked_until,
+                IdempotencyRecord.locked_until == locked_until,
             )
             .execution_options(synchronize_session=False)
         )
+
+
+class LeaseKeeper:
+    """Renews the leases of this process's running requests, so only a dead request's lease lapses.
+
+    A daemon thread runs while the process holds claims (started on demand, again after a fork). Each
+    round renews the claims whose lease is at least a third spent, one short transaction each; a request
+    that ends (or fences its claim to complete it) is not renewed again. The keeper holds its context
+    weakly, so an app that is thrown away (tests make many) takes its keeper with it."""
+
+    def __init__(self, sessions: sessionmaker[Session], lease_s: int, now: Any) -> None:
+        self._sessions = weakref.ref(sessions)
+        self._lease = dt.timedelta(seconds=lease_s)
+        self._interval_s = max(0.2, lease_s / 3)
+        self._now = weakref.WeakMethod(now)
+        self._claims: set[IdempotencyClaim] = set()
+        self._lock = threading.Lock()
+        self._running_in: int | None = None  # the pid whose renewal thread is running
+
+    def hold(self, claim: IdempotencyClaim) -> None:
+        with self._lock:
+            if self._running_in != os.getpid():  # none running here (idle, or gunicorn forked since)
+                self._running_in = os.getpid()
+                self._claims = set()
+                threading.Thread(target=self._run, name="idempotency-leases", daemon=True).start()
+            self._claims.add(claim)
+
+    def drop(self, claim: IdempotencyClaim) -> None:
+        with self._lock:
+            self._claims.discard(claim)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._interval_s)
+            with self._lock:
+                if not self._claims:  # idle: stop; the next hold() starts a thread again
+                    self._running_in = None
+                    return
+            try:
+                self.renew_due()
+            except Exception:  # the database is away: the leases lapse, as they should
+                log.warning("renewing idempotency leases failed", exc_info=True)
+
+    def renew_due(self) -> int:
+        """Extend every held lease that is a third spent; return how many were extended."""
+        sessions, clock = self._sessions(), self._now()
+        if sessions is None or clock is None:
+            return 0
+        now = clock()
+        due_before = now + self._lease - dt.timedelta(seconds=self._interval_s)
+        with self._lock:
+            due = [c for c in self._claims if c.locked_until <= due_before]
+        renewed = 0
+        for claim in due:
+            with claim.lock:  # complete() waits for this renewal, then sees the new lease end
+                if claim.fenced:
+                    continue
+                new_lease = max(now + self._lease, claim.locked_until + dt.timedelta(microseconds=1))
+                with sessions.begin() as s:
+                    _relax_durability(s)
+                    moved = _rowcount(s.execute(
+                        update(IdempotencyRecord)
+                        .where(
+                            IdempotencyRecord.merchant_id == claim.merchant_id,
+                            IdempotencyRecord.key == claim.key,
+                            IdempotencyRecord.state == "in_progress",
+                            IdempotencyRecord.locked_until == claim.locked_until,
+                        )
+                        .values(locked_until=new_lease)
+                        .execution_options(synchronize_session=False)
+                    ))
+                if moved == 1:
+                    claim.locked_until = new_lease
+                    renewed += 1
+                else:  # taken over (or finished): nothing more to renew
+                    claim.fenced = True
+        return renewed
+
+
+_keepers: weakref.WeakKeyDictionary[sessionmaker[Session], LeaseKeeper] = weakref.WeakKeyDictionary()
+_keepers_lock = threading.Lock()
+
+
+def keeper(ctx: ServiceContext) -> LeaseKeeper:
+    """The lease keeper of this context's database."""
+    with _keepers_lock:
+        found = _keepers.get(ctx.sessions)
+        if found is None:
+            found = _keepers[ctx.sessions] = LeaseKeeper(ctx.sessions, ctx.settings.idempotency_lease_s, ctx.now)
+        return found
+
+
+@contextmanager
+def kept_alive(ctx: ServiceContext, claim: IdempotencyClaim) -> Iterator[IdempotencyClaim]:
+    """Renew the claim's lease for as long as the block runs."""
+    k = keeper(ctx)
+    k.hold(claim)
+    try:
+        yield claim
+    finally:
+        k.drop(claim)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from typing import Any
 
@@ -18,6 +19,7 @@ from voucher_service.services.context import ServiceContext
 
 MINT_CHUNK = 10_000
 CLAIMED_STATUSES = ("issued", "redeemed", "expired", "void")
+log = logging.getLogger(__name__)
 
 
 def create_program(ctx: ServiceContext, spec: ProgramSpec, actor: str) -> dict[str, Any]:
@@ -114,7 +116,17 @@ def suspend_program(ctx: ServiceContext, program_id: str, actor: str) -> dict[st
 def _clear_sold_out_gates(ctx: ServiceContext, program_id: str) -> None:
     with ctx.sessions() as s:
         codes = list(s.scalars(select(Tier.code).where(Tier.program_id == program_id)))
-    ctx.store.delete(*[sold_out_key(program_id, c) for c in codes])
+    forget_gates(ctx, [sold_out_key(program_id, c) for c in codes])
+
+
+def forget_gates(ctx: ServiceContext, keys: list[str]) -> None:
+    """Drop sold-out gates after the database committed a change that reopens tiers. Best effort: when
+    Redis is away the gates lapse by themselves (SOLD_OUT_GATE_TTL_S), and the committed change must
+    not be answered as if it had failed."""
+    try:
+        ctx.store.delete(*keys)
+    except Exception:
+        log.warning("could not clear %d sold-out gates; they expire by themselves", len(keys), exc_info=True)
 
 
 def sold_out_key(program_id: str, tier_code: str) -> str:

@@ -325,7 +325,7 @@ def _record(
 def _completion(claim: IdempotencyClaim | None, body: bytes) -> Completion | None:
     if claim is None:
         return None
-    return Completion(claim.merchant_id, claim.key, claim.locked_until, 201, body)
+    return Completion(claim.merchant_id, claim.key, claim.fence(), 201, body)
 
 
 def _write_in_one_statement(s: Session, w: RedemptionWrite) -> None:

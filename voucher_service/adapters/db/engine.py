@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import select
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -29,10 +31,38 @@ def make_engine(url: str, *, sqlite_write_lock: bool = True, **kwargs: Any) -> E
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 10)
-    # No pre-ping: it costs a round trip on every checkout of the hot path. A connection found dead
-    # makes SQLAlchemy invalidate the whole pool, so a database restart costs one failed request.
+    # No pre-ping (a round trip on every checkout of the hot path, removed in 95da013). Instead each
+    # checkout polls the connection's socket without waiting (one syscall, no round trip): a
+    # connection the server closed (pg_terminate_backend, a restart, a cut network) has its FATAL
+    # notice or EOF waiting there, and is replaced before the request uses it.
     kwargs.setdefault("pool_recycle", 1800)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    event.listen(engine, "checkout", _refuse_closed_connection)
+    return engine
+
+
+def _refuse_closed_connection(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Raise DisconnectionError (the pool then connects afresh) when the server has gone from this one."""
+    if not idle_connection_alive(dbapi_connection):
+        raise DisconnectionError("the server closed this pooled connection")
+
+
+def idle_connection_alive(dbapi_connection: Any) -> bool:
+    """An idle psycopg connection is alive when nothing waits on its socket: the server sends nothing
+    unasked to an idle session (no LISTEN here) except the notice it writes before closing it."""
+    conn = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+    if getattr(conn, "closed", False) or getattr(conn, "broken", False):
+        return False
+    pgconn = getattr(conn, "pgconn", None)
+    if pgconn is None:
+        return True  # not psycopg 3: nothing cheap to look at
+    try:
+        fd = pgconn.socket
+    except Exception:  # the connection has no socket any more
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return not poller.poll(0)
 
 
 def _make_sqlite_transactional(engine: Engine, write_lock: bool) -> None:

@@ -352,6 +352,19 @@ class IdempotencyRecord(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
+class NonceEpoch(Base):
+    """Per Redis namespace (key prefix): the nonce epoch, begun anew whenever Redis lost its data.
+
+    Merchant requests signed before `started_unix` are refused as possible replays (see services.nonces)."""
+
+    __tablename__ = "nonce_epochs"
+    namespace: Mapped[str] = mapped_column(String(100), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    started_unix: Mapped[int] = mapped_column(BigInteger)
+    not_before_unix: Mapped[int] = mapped_column(BigInteger)
+    changed_at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
 class RevocationEvent(Base):
     """A voucher redeemed, voided or restored; the id is the revocations feed's version."""
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 16:44:06.806070
+Create Date: 2026-12-02 14:12:25.904535
 """
 
 from __future__ import annotations
@@ -133,6 +133,15 @@ def upgrade() -> None:
         sa.Column("secret_ciphertext", sa.LargeBinary(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_table(
+        "nonce_epochs",
+        sa.Column("namespace", sa.String(length=100), nullable=False),
+        sa.Column("epoch", sa.Integer(), nullable=False),
+        sa.Column("started_unix", sa.BigInteger(), nullable=False),
+        sa.Column("not_before_unix", sa.BigInteger(), nullable=False),
+        sa.Column("changed_at_ms", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("namespace"),
     )
     op.create_table(
         "offline_records",
@@ -556,6 +565,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_offline_conflicts")
 
     op.drop_table("offline_records")
+    op.drop_table("nonce_epochs")
     op.drop_table("merchants")
     with op.batch_alter_table("ledger_entries", schema=None) as batch_op:
         batch_op.drop_index("ix_ledger_program")
