@@ -114,6 +114,9 @@ def _authenticate(kind: str) -> Principal:
     if "merchant" in kind and request.headers.get("X-Voucher-Merchant"):
         return _merchant()
     token = _bearer()
+    if token is None and request.headers.get("X-Voucher-Merchant"):
+        _merchant()  # a bad signature stays 401; a good one is a merchant where merchants may not go
+        raise Forbidden("This route is not for merchants.")
     if token is None:
         if kind == "merchant":
             return _merchant()  # raises with the header list
