@@ -8,6 +8,8 @@ import time
 
 import cbor2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pycose.keys import EC2Key
 from pycose.messages import Sign1Message
 
@@ -16,6 +18,7 @@ from merchant_sdk._cose import parse_token, sign_raw, verify_parsed, verify_raw
 from tests.sdk.support import TokenMaker
 from tests.token_variants import encoding_variants, high_s, high_s_variant, is_low_s, members
 from voucher_service.adapters import signing
+from voucher_service.adapters.base45 import b45decode as server_b45decode
 
 _SAMPLE = "VC1:" + b45encode(cbor2.dumps(cbor2.CBORTag(18, [b"\xa0", {}, b"\xa0\xa0\xa0\xa0\xa0\xa0", b"\0" * 64])))
 VARIANT_NAMES = sorted(encoding_variants(_SAMPLE))
@@ -80,3 +83,17 @@ def test_the_sdk_signs_terminal_records_low_s(maker: TokenMaker) -> None:
         sig = sign_raw(maker.key, message)
         assert is_low_s(sig) and verify_raw(public, message, sig)
         assert verify_raw(public, message, high_s(sig))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:", max_size=60))
+def test_the_sdks_base45_is_canonical_and_agrees_with_the_servers(text: str) -> None:
+    """Every Base45 text that decodes is the encoding of its bytes, so Base45 adds no second spelling."""
+    try:
+        raw = b45decode(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            server_b45decode(text)
+        return
+    assert b45encode(raw) == text
+    assert server_b45decode(text) == raw
