@@ -32,6 +32,9 @@ CLAIM_PROGRAM, CLAIM_TIER, CLAIM_FACE, CLAIM_MIN_SPEND = -70001, -70002, -70003,
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 # The constant head of Sig_structure: array(4), text(10) "Signature1"; then bstr protected, bstr "" ...
 _SIG1_HEAD = b"\x84\x6aSignature1"
+# The order of P-256: of the twins (r, s) and (r, n - s) only the low-s signature (s <= n/2) verifies.
+P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_HALF_N = P256_N // 2
 
 
 def b64url(data: bytes) -> str:
@@ -94,13 +97,15 @@ def public_jwk(public_key: ec.EllipticCurvePublicKey) -> dict[str, str]:
 
 
 def sign_raw(private_key: ec.EllipticCurvePrivateKey, message: bytes) -> bytes:
-    """ES256 signature as raw 64-byte r||s."""
+    """ES256 signature as raw 64-byte r||s, in its low-s form."""
     r, s = decode_dss_signature(private_key.sign(message, _ECDSA_SHA256))
+    if s > _HALF_N:
+        s = P256_N - s
     return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
 def verify_raw(public_key: ec.EllipticCurvePublicKey, message: bytes, signature: bytes) -> bool:
-    """Check a raw r||s ES256 signature."""
+    """Check a raw r||s ES256 signature (a journal record's: either twin; tokens are held to low-s)."""
     if len(signature) != 64:
         return False
     der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
@@ -178,6 +183,8 @@ def _kid_of(protected: bytes) -> bytes:
     kid = header.get(HDR_KID)
     if not isinstance(kid, bytes):
         raise TokenMalformed("The protected header lacks a kid.")
+    if protected != cbor2.dumps({HDR_ALG: ALG_ES256, HDR_KID: kid}):
+        raise TokenMalformed("The protected header is not {1: -7, 4: kid} as the service writes it.")
     if len(_PROTECTED_KIDS) < 256:  # bounded: forged headers cannot grow it without limit
         _PROTECTED_KIDS[protected] = kid
     return kid
@@ -187,61 +194,53 @@ _PROTECTED_KIDS: dict[bytes, bytes] = {}
 
 
 def _bstr_at(raw: bytes, pos: int) -> tuple[bytes, int]:
-    """The definite-length byte string whose head is at `pos`, and the position after it."""
+    """The byte string whose head is at `pos`, and the position after it; the head must be the shortest
+    one for its length (as the service writes it), and definite."""
     head = raw[pos]
     if 0x40 <= head <= 0x57:
         n, pos = head - 0x40, pos + 1
-    elif head == 0x58:
+    elif head == 0x58 and raw[pos + 1] >= 24:
         n, pos = raw[pos + 1], pos + 2
-    elif head == 0x59:
+    elif head == 0x59 and (raw[pos + 1] << 8) | raw[pos + 2] >= 0x100:
         n, pos = (raw[pos + 1] << 8) | raw[pos + 2], pos + 3
     else:
-        raise ValueError("not a short byte string")
+        raise TokenMalformed("A COSE_Sign1 member is not a byte string in its shortest encoding.")
     if pos + n > len(raw):
-        raise ValueError("truncated byte string")
+        raise TokenMalformed("The COSE_Sign1 is truncated.")
     return raw[pos : pos + n], pos + n
 
 
-def _fast_sign1(raw: bytes) -> tuple[bytes, bytes, bytes] | None:
-    """(protected, payload, signature) of the one layout the service emits (tag 18, four members, an
-    empty unprotected map), read by slicing; None for any other layout, which cbor2 then decodes."""
+def _sign1_members(raw: bytes) -> tuple[bytes, bytes, bytes]:
+    """(protected, payload, signature) of the one encoding the service writes: tag 18, an array of four,
+    shortest definite heads, an empty unprotected map, nothing after it. Anything else is malformed, so
+    one voucher has exactly one token (read by slicing: verify() is the till's hot path)."""
     try:
-        if raw[:2] != b"\xd2\x84":
-            return None
+        if raw[:1] != b"\xd2":
+            raise TokenMalformed("The voucher is not a tagged COSE_Sign1 (tag 18).")
+        if raw[1:2] != b"\x84":
+            raise TokenMalformed("COSE_Sign1 must be an array of four.")
         protected, pos = _bstr_at(raw, 2)
         if raw[pos] != 0xA0:
-            return None
+            raise TokenMalformed("The COSE_Sign1 unprotected header must be empty.")
         payload, pos = _bstr_at(raw, pos + 1)
         signature, pos = _bstr_at(raw, pos)
-    except (IndexError, ValueError):
-        return None
-    return (protected, payload, signature) if pos == len(raw) else None
+    except IndexError:
+        raise TokenMalformed("The COSE_Sign1 is truncated.") from None
+    if pos != len(raw):
+        raise TokenMalformed("The voucher text carries bytes after its COSE_Sign1.")
+    return protected, payload, signature
 
 
 def parse_token(token: str) -> ParsedToken:
-    """Decode `VC1:` + Base45(COSE_Sign1); raise TokenMalformed when it is not such a token."""
+    """Decode `VC1:` + Base45(COSE_Sign1); raise TokenMalformed when it is not exactly such a token
+    (no whitespace, no other case, no other CBOR encoding: the text the service signed, and only it)."""
     if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX):
         raise TokenMalformed("The voucher text does not start with VC1:.")
     try:
         raw = b45decode(token[4:])
     except ValueError:
         raise TokenMalformed("The voucher text is not Base45.") from None
-    fast = _fast_sign1(raw)
-    if fast is not None:
-        return ParsedToken(_kid_of(fast[0]), *fast)
-    try:
-        obj = cbor2.loads(raw)
-    except Exception:  # cbor2 raises several types for garbage
-        raise TokenMalformed("The voucher text does not decode as CBOR.") from None
-    if isinstance(obj, cbor2.CBORTag):
-        if obj.tag != COSE_TAG_SIGN1:
-            raise TokenMalformed("The voucher is not a COSE_Sign1.")
-        obj = obj.value
-    if not (isinstance(obj, list) and len(obj) == 4):
-        raise TokenMalformed("COSE_Sign1 must be an array of four.")
-    protected, _unprotected, payload, signature = obj
-    if not (type(protected) is bytes and type(payload) is bytes and type(signature) is bytes):
-        raise TokenMalformed("COSE_Sign1 members have the wrong types.")
+    protected, payload, signature = _sign1_members(raw)
     return ParsedToken(_kid_of(protected), protected, payload, signature)
 
 
@@ -294,6 +293,8 @@ def verify_parsed(parsed: ParsedToken, keys: KeySet, now: float) -> VoucherClaim
     sig = parsed.signature
     if len(sig) != 64:
         raise TokenInvalid("The voucher signature is not a 64-byte ES256 signature.")
+    if int.from_bytes(sig[32:], "big") > _HALF_N:
+        raise TokenInvalid("The voucher signature is not in its low-s form (the service signs only that).")
     der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
     try:
         public_key.verify(

@@ -110,7 +110,7 @@ class OfflineTerminal:
         *,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        if not TERMINAL_ID_RE.match(terminal_id):
+        if not TERMINAL_ID_RE.fullmatch(terminal_id):
             raise ValueError("terminal_id must be 1-64 characters of [A-Za-z0-9_.-]")
         self.client = client
         self.terminal_id = terminal_id

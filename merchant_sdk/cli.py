@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -18,6 +19,8 @@ from merchant_sdk._client import VoucherClient
 from merchant_sdk._errors import VoucherError
 from merchant_sdk._models import Item
 from merchant_sdk._offline import OfflineTerminal
+
+_DIGITS = re.compile(r"[0-9]{1,15}")
 
 QR_EXTRA_HINT = (
     "decode-qr needs the optional QR extra: pip install 'voucher-merchant-sdk[qr]' (zxing-cpp, pillow)"
@@ -51,7 +54,8 @@ def _token(text: str) -> str:
 def parse_item(text: str) -> Item:
     """GTIN:QTY:UNIT_PRICE_FEN -> Item."""
     parts = text.split(":")
-    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+    # ASCII digits only (fullmatch, so no trailing newline): isdigit() and int() also take '٢' and '²'.
+    if len(parts) != 3 or not all(_DIGITS.fullmatch(p) for p in parts[1:]):
         raise argparse.ArgumentTypeError(f"{text!r} is not GTIN:QTY:UNIT_PRICE_FEN (integers, price in fen)")
     return Item(gtin=parts[0], quantity=int(parts[1]), unit_price_fen=int(parts[2]))
 

@@ -21,6 +21,9 @@ COSE_TAG_SIGN1 = 18
 ALG_ES256 = -7
 HDR_ALG = 1
 HDR_KID = 4
+# The order of the P-256 group: of the two valid signatures (r, s) and (r, n - s) of one message, only the
+# low-s one (s <= n/2) is accepted, so one voucher has one token.
+P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
 def b64url(data: bytes) -> str:
@@ -68,12 +71,20 @@ def public_key_from_jwk(jwk: dict[str, Any]) -> ec.EllipticCurvePublicKey:
 def sign_es256_raw(private_key: ec.EllipticCurvePrivateKey, message: bytes) -> bytes:
     """ES256 signature as the raw 64-byte r||s that COSE uses."""
     r, s = decode_dss_signature(private_key.sign(message, ec.ECDSA(hashes.SHA256())))
+    if s > P256_N // 2:
+        s = P256_N - s  # the low-s form: the only one verify_es256_raw accepts
     return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
-def verify_es256_raw(public_key: ec.EllipticCurvePublicKey, message: bytes, signature: bytes) -> bool:
-    """Check a raw r||s ES256 signature."""
-    if len(signature) != 64:
+def verify_es256_raw(
+    public_key: ec.EllipticCurvePublicKey, message: bytes, signature: bytes, *, low_s_only: bool = False
+) -> bool:
+    """Check a raw r||s ES256 signature; with `low_s_only` its high-s twin (s > n/2) is refused.
+
+    Tokens are held to low-s (one voucher, one token); a till's journal records are not, since any
+    ECDSA signer may have made them and their identity is their hash chain, not their signature.
+    """
+    if len(signature) != 64 or (low_s_only and int.from_bytes(signature[32:], "big") > P256_N // 2):
         return False
     der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
     try:
@@ -87,12 +98,20 @@ def _sig_structure(protected: bytes, payload: bytes) -> bytes:
     return cbor2.dumps(["Signature1", protected, b"", payload])
 
 
+def _protected_header(kid: bytes) -> bytes:
+    return cbor2.dumps({HDR_ALG: ALG_ES256, HDR_KID: kid})
+
+
+def _sign1_bytes(protected: bytes, payload: bytes, signature: bytes) -> bytes:
+    return cbor2.dumps(cbor2.CBORTag(COSE_TAG_SIGN1, [protected, {}, payload, signature]))
+
+
 def cose_sign1(private_key: ec.EllipticCurvePrivateKey, kid: bytes, payload: dict[int, object]) -> bytes:
     """Build a tagged COSE_Sign1 with protected {alg: ES256, kid}."""
-    protected = cbor2.dumps({HDR_ALG: ALG_ES256, HDR_KID: kid})
+    protected = _protected_header(kid)
     body = cbor2.dumps(payload)
     signature = sign_es256_raw(private_key, _sig_structure(protected, body))
-    return cbor2.dumps(cbor2.CBORTag(COSE_TAG_SIGN1, [protected, {}, body, signature]))
+    return _sign1_bytes(protected, body, signature)
 
 
 @dataclass(frozen=True)
@@ -111,11 +130,18 @@ class ParsedToken:
 
     def verify(self, public_key: ec.EllipticCurvePublicKey) -> bool:
         """Check the signature with the given key."""
-        return verify_es256_raw(public_key, _sig_structure(self.protected, self.payload_bytes), self.signature)
+        message = _sig_structure(self.protected, self.payload_bytes)
+        return verify_es256_raw(public_key, message, self.signature, low_s_only=True)
 
 
 def parse_token(text: str, prefix: str = "VC1:") -> ParsedToken:
-    """Decode `prefix + Base45(COSE_Sign1)`; raise ValueError when it is not such a token."""
+    """Decode `prefix + Base45(COSE_Sign1)`; raise ValueError when it is not such a token.
+
+    Exactly one text per token is accepted: the one `encode_token` writes. The COSE_Sign1 must be tagged
+    (18), in the signer's CBOR encoding (shortest heads, definite lengths, an empty unprotected header,
+    nothing after it), with the protected header {1: -7, 4: kid} as the signer writes it. No whitespace
+    or case variant passes (Base45 has no lowercase, and its range checks make it canonical).
+    """
     if not isinstance(text, str) or not text.startswith(prefix):
         raise ValueError(f"token does not start with {prefix}")
     raw = b45decode(text[len(prefix) :])
@@ -123,15 +149,18 @@ def parse_token(text: str, prefix: str = "VC1:") -> ParsedToken:
         obj = cbor2.loads(raw)
     except Exception as exc:  # cbor2 raises several types for garbage
         raise ValueError(f"token is not CBOR: {exc}") from None
-    if isinstance(obj, cbor2.CBORTag):
-        if obj.tag != COSE_TAG_SIGN1:
-            raise ValueError("token is not a COSE_Sign1")
-        obj = obj.value
+    if not isinstance(obj, cbor2.CBORTag) or obj.tag != COSE_TAG_SIGN1:
+        raise ValueError("token is not a tagged COSE_Sign1 (tag 18)")
+    obj = obj.value
     if not (isinstance(obj, list) and len(obj) == 4):
         raise ValueError("COSE_Sign1 must be an array of four")
-    protected, _unprotected, payload_bytes, signature = obj
-    if not all(isinstance(x, bytes) for x in (protected, payload_bytes, signature)):
+    protected, unprotected, payload_bytes, signature = obj
+    if not all(type(x) is bytes for x in (protected, payload_bytes, signature)):
         raise ValueError("COSE_Sign1 members have the wrong types")
+    if unprotected != {}:
+        raise ValueError("the unprotected header must be empty")
+    if _sign1_bytes(protected, payload_bytes, signature) != raw:
+        raise ValueError("token is not in its one CBOR encoding (trailing bytes, long or indefinite lengths)")
     try:
         header = cbor2.loads(protected) if protected else {}
         payload = cbor2.loads(payload_bytes)
@@ -142,6 +171,8 @@ def parse_token(text: str, prefix: str = "VC1:") -> ParsedToken:
     kid = header.get(HDR_KID)
     if not isinstance(kid, bytes):
         raise ValueError("protected header lacks a kid")
+    if protected != _protected_header(kid):
+        raise ValueError("protected header is not {1: -7, 4: kid} as the signer writes it")
     return ParsedToken(kid, protected, payload_bytes, payload, signature)
 
 

@@ -14,7 +14,7 @@ from voucher_service.api.auth import service_context
 from voucher_service.api.errors import register_error_handlers
 from voucher_service.api.metrics import Metrics
 from voucher_service.api.openapi import build_openapi
-from voucher_service.api.routing import json_response
+from voucher_service.api.routing import buffer_chunked_body, json_response
 from voucher_service.services.credentials import MerchantCache
 
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,128}$")
@@ -64,11 +64,12 @@ def register_api(app: Flask) -> None:
         app.register_blueprint(module.bp)
     app.register_blueprint(ops)
     register_error_handlers(app)
+    app.before_request(buffer_chunked_body)
 
     @app.before_request
     def _start() -> None:
         incoming = request.headers.get("X-Request-Id", "")
-        g.request_id = incoming if REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+        g.request_id = incoming if REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
         g.started = time.perf_counter()
 
     @app.after_request

@@ -27,7 +27,7 @@ class EligibilityIn(Strict):
 
 
 class TargetIn(Strict):
-    county_code: StrictStr = Field(pattern=r"^\d{6}$")
+    county_code: StrictStr = Field(pattern=r"^[0-9]{6}$")
     target_fen: Fen
 
 
@@ -52,7 +52,8 @@ class ProgramIn(Strict):
     offline: OfflineIn = Field(
         default_factory=lambda: OfflineIn(max_offline_fen_per_terminal=500_000, max_offline_hours=24)
     )
-    timezone: StrictStr = "Asia/Shanghai"
+    timezone: StrictStr = Field(default="Asia/Shanghai", min_length=1, max_length=64,
+                                description="An IANA time zone (e.g. Asia/Shanghai) for calendar days.")
 
     def to_spec(self) -> ProgramSpec:
         """The domain's view of this programme."""

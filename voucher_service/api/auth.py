@@ -20,7 +20,9 @@ from voucher_service.services.credentials import (
     sign_merchant_request,
 )
 
-NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+NONCE_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")  # used with fullmatch: `$` would let a trailing newline in
+# Unix seconds in ASCII digits: `isdigit()` and `int()` take '²', '١٧٠٠…' and 4,301 digits (a 500).
+TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")
 SIGNATURE_HEADERS = ("X-Voucher-Merchant", "X-Voucher-Timestamp", "X-Voucher-Nonce", "X-Voucher-Signature")
 
 
@@ -77,12 +79,12 @@ def _merchant() -> Principal:
     if not all(headers):
         raise Unauthorized("Merchant requests need the X-Voucher-Merchant, -Timestamp, -Nonce and -Signature headers.")
     merchant_id, timestamp, nonce, signature = (str(h) for h in headers)
-    if not timestamp.isdigit():
+    if not TIMESTAMP_RE.fullmatch(timestamp):
         raise Unauthorized("X-Voucher-Timestamp must be unix seconds.")
     window = ctx.settings.signature_window_s
     if abs(int(time.time()) - int(timestamp)) > window:
         raise Unauthorized(f"X-Voucher-Timestamp is more than {window} s from the server's clock.")
-    if not NONCE_RE.match(nonce):
+    if not NONCE_RE.fullmatch(nonce):
         raise Unauthorized("X-Voucher-Nonce must be 16-64 characters of [A-Za-z0-9_-].")
     cache = current_app.extensions["voucher_merchants"]
     merchant = cache.get(ctx, merchant_id)
@@ -113,6 +115,9 @@ def _authenticate(kind: str) -> Principal:
     if "merchant" in kind and request.headers.get("X-Voucher-Merchant"):
         return _merchant()
     token = _bearer()
+    if token is None and request.headers.get("X-Voucher-Merchant"):
+        _merchant()  # a bad signature stays 401; a good one is a merchant where merchants may not go
+        raise Forbidden("This route is not for merchants.")
     if token is None:
         if kind == "merchant":
             return _merchant()  # raises with the header list

@@ -22,7 +22,7 @@ class OtpOut(BaseModel):
 
 class SessionIn(Strict):
     phone: StrictStr = Field(min_length=1, max_length=32)
-    code: StrictStr = Field(pattern=r"^\d{6}$", description="The 6-digit code sent by SMS.")
+    code: StrictStr = Field(pattern=r"^[0-9]{6}$", description="The 6-digit code sent by SMS.")
 
 
 class SessionOut(BaseModel):

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from voucher_service.api.errors import HTTP_CODES
 from voucher_service.api.routing import ROUTES
 from voucher_service.domain.errors import VoucherServiceError
 
@@ -20,6 +21,12 @@ SECURITY: dict[str, list[dict[str, list[str]]]] = {
 }
 
 
+PROBLEM_RESPONSE: dict[str, Any] = {
+    "description": "An error: application/problem+json (RFC 9457) with a stable `code`",
+    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
+
+
 def _error_codes() -> dict[str, int]:
     codes: dict[str, int] = {}
     stack: list[type[VoucherServiceError]] = [VoucherServiceError]
@@ -29,6 +36,11 @@ def _error_codes() -> dict[str, int]:
         stack.extend(cls.__subclasses__())
     codes.pop("internal_error", None)
     return codes
+
+
+def _problem_codes(codes: dict[str, int]) -> list[str]:
+    """Every `code` a problem may carry: the domain's, and those of HTTP-level refusals (405, 413, 415 ...)."""
+    return sorted({*codes, *HTTP_CODES.values(), "http_error", "service_unavailable"})
 
 
 def build_openapi() -> dict[str, Any]:
@@ -52,7 +64,7 @@ def build_openapi() -> dict[str, Any]:
             "title": {"type": "string"},
             "status": {"type": "integer"},
             "detail": {"type": "string"},
-            "code": {"type": "string", "enum": sorted(codes)},
+            "code": {"type": "string", "enum": _problem_codes(codes)},
             "request_id": {"type": "string"},
             "errors": {
                 "type": "array",
@@ -120,6 +132,8 @@ def build_openapi() -> dict[str, Any]:
                 },
             )
             resp["description"] = (resp["description"] + " " + code).strip()
+        # Any other failure (401, 413, 415, 429, 503 ...) is problem+json too, with the same shape.
+        op["responses"]["default"] = PROBLEM_RESPONSE
         paths.setdefault(r.path, {})[r.method] = op
     paths.update(_operations_paths())
     return {

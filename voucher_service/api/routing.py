@@ -4,14 +4,17 @@ records the route for the OpenAPI document, so validation and documentation come
 from __future__ import annotations
 
 import functools
+import io
 import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
+from werkzeug.wsgi import get_content_length
 
 from voucher_service.domain.errors import ValidationFailed
 
@@ -71,6 +74,40 @@ def refuse_nul(values: dict[str, Any], where: str) -> None:
             f"The {where} contains a NUL character.",
             [{"field": f or where, "message": "NUL characters are not allowed"} for f in bad],
         )
+
+
+# application/json, or a structured-syntax type that is JSON (RFC 6839 `+json`), UTF-8 only (RFC 8259).
+JSON_MEDIA_RE = re.compile(r"application/(?:[a-z0-9!#$&^_.-]+\+)?json", re.ASCII)
+
+
+def buffer_chunked_body() -> None:
+    """Read a body of undeclared length (chunked) up to the limit, before anything else reads it.
+
+    Werkzeug would silently cut such a body at MAX_CONTENT_LENGTH, so an oversized request became a
+    misleading 400 'invalid JSON'; here it is 413 payload_too_large, as a declared length is.
+    """
+    env = request.environ
+    if get_content_length(env) is not None or not env.get("wsgi.input_terminated"):
+        return  # a declared length (Werkzeug refuses it above the limit), or no body at all
+    limit = int(current_app.config["MAX_CONTENT_LENGTH"])
+    data = env["wsgi.input"].read(limit + 1)
+    if len(data) > limit:
+        raise RequestEntityTooLarge(f"The body is over the limit of {limit} bytes.")
+    # From here on the body is an ordinary one of known length.
+    env["wsgi.input"] = io.BytesIO(data)
+    env["CONTENT_LENGTH"] = str(len(data))
+    env.pop("HTTP_TRANSFER_ENCODING", None)
+    env.pop("wsgi.input_terminated", None)
+
+
+def require_json_body() -> None:
+    """Raise 415 when a request carries a body that is not JSON (CONTRACT §9); an empty body needs no type."""
+    if not request.get_data(cache=True):
+        return
+    mimetype, params = request.mimetype, request.mimetype_params
+    charset = params.get("charset", "utf-8").lower()
+    if not JSON_MEDIA_RE.fullmatch(mimetype) or charset != "utf-8":
+        raise UnsupportedMediaType("The body must be application/json (UTF-8).")
 
 
 def parse_body(model: type[BaseModel]) -> Any:
@@ -145,6 +182,7 @@ def endpoint(
         def wrapper(**kwargs: Any) -> Response | Any:
             refuse_nul(kwargs, "path")
             kwargs["principal"] = authenticate(auth)
+            require_json_body()
             if body is not None:
                 kwargs["body"] = parse_body(body)
             if query is not None:

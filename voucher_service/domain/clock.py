@@ -22,7 +22,10 @@ def parse_rfc3339(text: str) -> dt.datetime:
     value = dt.datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
     if value.tzinfo is None:
         raise ValueError("timestamp needs a time zone offset or Z")
-    return value.astimezone(dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError("timestamp is outside years 1-9999 in UTC") from None
 
 
 def local_date(value: dt.datetime, tz: str = DEFAULT_TZ) -> dt.date:
@@ -33,5 +36,8 @@ def local_date(value: dt.datetime, tz: str = DEFAULT_TZ) -> dt.date:
 def day_bounds(day: dt.date, tz: str = DEFAULT_TZ) -> tuple[dt.datetime, dt.datetime]:
     """The UTC instants [start, end) of a calendar day in the programme's time zone."""
     start = dt.datetime.combine(day, dt.time(), ZoneInfo(tz))
-    end = start + dt.timedelta(days=1)
-    return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
+    try:
+        end = start + dt.timedelta(days=1)
+        return start.astimezone(dt.UTC), end.astimezone(dt.UTC)
+    except OverflowError:  # the first or last day of the calendar: a bound falls outside years 1-9999
+        raise ValueError(f"{day.isoformat()} has no bounds within years 1-9999 in UTC") from None

@@ -49,6 +49,7 @@ def parse_yuan(text: str) -> int:
     whole, dot, frac = s.partition(".")
     if not whole and not frac:
         raise ValueError(f"not an amount: {text!r}")
-    if not (whole or "0").isdigit() or (dot and not frac.isdigit()) or len(frac) > 2:
+    # ASCII digits only: isdigit() and int() would also read '١٢' or '１２' as twelve.
+    if not s.isascii() or not (whole or "0").isdigit() or (dot and not frac.isdigit()) or len(frac) > 2:
         raise ValueError(f"not an amount with at most two decimals: {text!r}")
     return sign * (int(whole or "0") * 100 + int(frac.ljust(2, "0") or "0"))

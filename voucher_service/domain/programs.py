@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, available_timezones
 
 from voucher_service.domain.errors import BudgetExceeded, ValidationFailed
 
 CHANNELS = ("online", "offline")
 CERTIFICATION_TYPES = ("national", "guangxi", "shenzhen")
-COUNTY_RE = re.compile(r"^\d{6}$")
+COUNTY_RE = re.compile(r"[0-9]{6}")  # ASCII digits, matched with fullmatch (no trailing newline)
 TIER_CODE_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def is_time_zone(name: str) -> bool:
+    """True when `name` is an IANA time zone key that loads (not a tzdata folder such as 'Asia')."""
+    if name not in _zone_names():
+        return False
+    try:
+        ZoneInfo(name)
+    except (ValueError, OSError, KeyError):  # ZoneInfoNotFoundError is a KeyError; a folder an OSError
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -74,7 +91,7 @@ def validate_program(spec: ProgramSpec) -> None:
         bad("tiers", "must have at least one tier")
     seen: set[str] = set()
     for i, tier in enumerate(spec.tiers):
-        if not TIER_CODE_RE.match(tier.code):
+        if not TIER_CODE_RE.fullmatch(tier.code):
             bad(f"tiers.{i}.code", "must be 1-32 characters of letters, digits, _ or -")
         if tier.code in seen:
             bad(f"tiers.{i}.code", "duplicate tier code")
@@ -88,21 +105,25 @@ def validate_program(spec: ProgramSpec) -> None:
     if not spec.certification_types or any(t not in CERTIFICATION_TYPES for t in spec.certification_types):
         bad("eligibility.certification_types", "must be values of national, guangxi, shenzhen")
     if spec.county_codes is not None and (
-        not spec.county_codes or any(not COUNTY_RE.match(c) for c in spec.county_codes)
+        not spec.county_codes
+        or any(not COUNTY_RE.fullmatch(c) for c in spec.county_codes)
+        or len(set(spec.county_codes)) != len(spec.county_codes)
     ):
-        bad("eligibility.county_codes", "must be null or a non-empty list of 6-digit codes")
+        bad("eligibility.county_codes", "must be null or a non-empty list of distinct 6-digit codes")
+    counties: set[str] = set()
     for i, (county, target) in enumerate(spec.targets):
-        if not COUNTY_RE.match(county):
+        if not COUNTY_RE.fullmatch(county):
             bad(f"targets.{i}.county_code", "must be a 6-digit code")
+        elif county in counties:
+            bad(f"targets.{i}.county_code", "names a county already targeted")
+        counties.add(county)
         if target < 0:
             bad(f"targets.{i}.target_fen", "must not be negative")
     if spec.max_offline_fen_per_terminal < 0:
         bad("offline.max_offline_fen_per_terminal", "must not be negative")
     if spec.max_offline_hours < 0:
         bad("offline.max_offline_hours", "must not be negative")
-    try:
-        ZoneInfo(spec.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
+    if not is_time_zone(spec.timezone):
         bad("timezone", "is not an IANA time zone")
     if errors:
         raise ValidationFailed("The programme is not valid.", errors)

@@ -199,7 +199,7 @@ def _parse_date(raw: str, field: str, line: int, errors: list[RowError]) -> dt.d
     if not raw:
         errors.append(RowError(line, field, "is required (YYYY-MM-DD)"))
         return None
-    if not _DATE_RE.match(raw):
+    if not _DATE_RE.fullmatch(raw):
         errors.append(RowError(line, field, f"{raw!r} is not a date in the form YYYY-MM-DD"))
         return None
     try:
@@ -219,7 +219,7 @@ def _check_text(record: dict[str, str], line: int, errors: list[RowError]) -> No
         elif _CONTROL_RE.search(value):
             errors.append(RowError(line, name, "contains control characters (line breaks, tabs, ...)"))
     cert_no = record["certification_no"]
-    if cert_no and (not _CERT_NO_RE.match(cert_no) or cert_no.lower() in _RESERVED_CERT_NOS):
+    if cert_no and (not _CERT_NO_RE.fullmatch(cert_no) or cert_no.lower() in _RESERVED_CERT_NOS):
         errors.append(RowError(line, "certification_no", f"{cert_no!r} may not contain spaces or / \\ ? # %"))
 
 
@@ -238,7 +238,7 @@ def parse_row(line: int, cells: Sequence[str]) -> tuple[ProductRow | None, list[
                 f"{record['certification_type']!r} is not one of " + ", ".join(CERTIFICATION_TYPES),
             )
         )
-    if not _COUNTY_RE.match(record["county_code"]):
+    if not _COUNTY_RE.fullmatch(record["county_code"]):
         errors.append(
             RowError(line, "county_code", f"{record['county_code']!r} is not a 6-digit division code")
         )

@@ -123,7 +123,7 @@ def _native_header(line_no: int, row: list[str]) -> dict[str, int]:
 
 
 def _fen(line_no: int, name: str, text: str) -> int:
-    if not FEN_RE.match(text):
+    if not FEN_RE.fullmatch(text):
         raise StatementError(line_no, f"bad amount in {name}: {text!r} is not a whole number of fen")
     return int(text)
 
@@ -148,7 +148,7 @@ def parse_native(lines: Iterable[str]) -> Iterator[StatementLine]:
         if not order_id or len(order_id) > MAX_ORDER_ID:
             raise StatementError(line_no, f"order_id must be 1-{MAX_ORDER_ID} characters")
         voucher_id = row[i_voucher].strip().lower()
-        if not UUID_RE.match(voucher_id):
+        if not UUID_RE.fullmatch(voucher_id):
             raise StatementError(line_no, f"voucher_id {row[i_voucher].strip()!r} is not a voucher id (UUID)")
         try:
             redeemed_at = _utc_text(row[i_at].strip())
@@ -166,7 +166,7 @@ def parse_native(lines: Iterable[str]) -> Iterator[StatementLine]:
 
 def _utc_text(text: str) -> str:
     """Normalise an RFC 3339 time to `YYYY-MM-DDTHH:MM:SSZ`; text already in that form is only validated."""
-    if UTC_TEXT_RE.match(text):
+    if UTC_TEXT_RE.fullmatch(text):
         dt.datetime.fromisoformat(text[:-1])  # raises ValueError for a day or hour that does not exist
         return text
     return rfc3339(parse_rfc3339(text)) or ""
@@ -238,7 +238,10 @@ def _wx_time(line_no: int, text: str, zone: ZoneInfo) -> str:
         raise StatementError(line_no, f"交易时间 {text!r} is not yyyy-MM-dd HH:mm:ss") from None
     if local.tzinfo is not None:
         raise StatementError(line_no, f"交易时间 {text!r} is not yyyy-MM-dd HH:mm:ss")
-    return rfc3339(local.replace(tzinfo=zone).astimezone(dt.UTC)) or ""
+    try:
+        return rfc3339(local.replace(tzinfo=zone).astimezone(dt.UTC)) or ""
+    except OverflowError:  # 0001-01-01 00:00:00 in Asia/Shanghai is before year 1 in UTC
+        raise StatementError(line_no, f"交易时间 {text!r} is outside the calendar in UTC") from None
 
 
 def _wx_find_header(records: Iterator[tuple[int, list[str]]]) -> tuple[int, list[str]]:
@@ -324,7 +327,7 @@ def _wx_check_summary(
         raise StatementError(values_line, f"expected {len(names)} summary fields, found {len(values)}")
     for name, value in zip(names, values, strict=False):
         if name == WX_SUMMARY_FIRST:
-            if not value.isdigit() or int(value) != count:
+            if not FEN_RE.fullmatch(value) or int(value) != count:
                 message = f"{WX_SUMMARY_FIRST} says {value}, the bill has {count} rows"
                 raise StatementError(values_line, message)
         elif WX_TOTALS.get(name) in sums:

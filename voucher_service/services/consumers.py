@@ -17,26 +17,29 @@ from voucher_service.services import audit_log
 from voucher_service.services.context import ServiceContext
 from voucher_service.services.credentials import issue_session
 
-MAINLAND_MOBILE_RE = re.compile(r"^1[3-9][0-9]{9}$")  # ASCII digits only: \d would accept ١٢٣
-SEPARATORS_RE = re.compile(r"[\s-]")
-# A Chinese input method may type fullwidth digits and plus: the same number.
-FULLWIDTH = str.maketrans("０１２３４５６７８９＋", "0123456789+")
+# ASCII digits only: Python's \d, isdigit() and int() also take Arabic-Indic, Thai, superscript ... digits,
+# and each such spelling would hash to a different holder (issue 8: a per-person limit bypassed).
+MAINLAND_MOBILE_RE = re.compile(r"(?:\+86|0086)?(1[3-9][0-9]{9})")
+# What a Chinese input method types in full-width mode: digits, plus, hyphen and the ideographic space.
+FULL_WIDTH = {**{0xFF10 + i: str(i) for i in range(10)}, 0xFF0B: "+", 0xFF0D: "-", 0x3000: " "}
 SEND_WINDOW_S = 3600
 
 
 def normalise_phone(raw: str, field: str = "phone") -> str:
-    """A mainland mobile number as 11 digits; '+86' / '0086' and spaces or dashes are dropped."""
-    phone = SEPARATORS_RE.sub("", raw.translate(FULLWIDTH))
-    for prefix in ("+86", "0086"):
-        if phone.startswith(prefix):
-            phone = phone[len(prefix) :]
-            break
-    if not MAINLAND_MOBILE_RE.match(phone):
+    """The canonical form of a mainland mobile number: 11 ASCII digits.
+
+    Full-width digits, plus and spaces become their ASCII forms; then spaces and hyphens are dropped and a
+    leading '+86' / '0086' with them. Anything else (digits of other scripts, tabs, other characters) is
+    refused, so one number has exactly one holder hash.
+    """
+    phone = raw.translate(FULL_WIDTH).replace(" ", "").replace("-", "")
+    match = MAINLAND_MOBILE_RE.fullmatch(phone) if phone.isascii() else None
+    if match is None:
         raise ValidationFailed(
             "Not a mainland China mobile number.",
-            [{"field": field, "message": "must be 11 digits starting with 13-19, optionally after +86"}],
+            [{"field": field, "message": "must be 11 digits 0-9 starting with 13-19, optionally after +86"}],
         )
-    return phone
+    return match.group(1)
 
 
 def phone_holder(ctx: ServiceContext, phone: str) -> str:

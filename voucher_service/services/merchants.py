@@ -83,7 +83,7 @@ def register_terminal(
     """Register an offline terminal's EC P-256 public key; the same key again is a no-op."""
     if acting_merchant_id is not None and acting_merchant_id != merchant_id:
         raise Forbidden("A merchant may only register its own terminals.")
-    if not TERMINAL_RE.match(terminal_id):
+    if not TERMINAL_RE.fullmatch(terminal_id):
         raise ValidationFailed("Invalid terminal_id.", [{"field": "terminal_id",
                                                         "message": "must be 1-64 characters of [A-Za-z0-9_.-]"}])
     try:

@@ -18,7 +18,8 @@ from voucher_service.domain.clock import DEFAULT_TZ, day_bounds, parse_rfc3339, 
 from voucher_service.domain.errors import Forbidden, NotFound, ValidationFailed
 from voucher_service.services.context import ServiceContext
 
-DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # ASCII digits, with fullmatch
+CURSOR_RE = re.compile(r"([0-9]{1,20})\|([^|]{1,64})")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -84,11 +85,11 @@ def period_bound(text: str | None, field: str, *, end: bool) -> dt.datetime | No
     if text is None or text == "":
         return None
     try:
-        if DATE_RE.match(text):
+        if DATE_RE.fullmatch(text):
             start, stop = day_bounds(dt.date.fromisoformat(text), DEFAULT_TZ)
             return stop if end else start
         return parse_rfc3339(text)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a day whose bounds fall outside years 1-9999
         raise ValidationFailed(
             f"{field} is not an RFC 3339 time or a YYYY-MM-DD date.",
             [{"field": field, "message": "must be RFC 3339 or YYYY-MM-DD"}],
@@ -103,7 +104,10 @@ def _encode_cursor(r: Redemption) -> str:
 def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        micros, rid = raw.split("|", 1)
+        match = CURSOR_RE.fullmatch(raw)
+        if match is None:
+            raise ValueError("not a cursor")
+        micros, rid = match.groups()
         at = EPOCH + dt.timedelta(microseconds=int(micros))
     except (ValueError, binascii.Error, UnicodeDecodeError, OverflowError, OSError):
         raise ValidationFailed(
