@@ -7,14 +7,15 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import re
 import secrets
-import threading
 import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
 
 from voucher_service.adapters.db.models import AdminToken, Merchant
+from voucher_service.adapters.lru import LRU
 from voucher_service.adapters.secret_box import token_hash
 from voucher_service.services import audit_log
 from voucher_service.services.context import ServiceContext
@@ -54,28 +55,61 @@ class MerchantAuth:
     channels: tuple[str, ...]
 
 
-class MerchantCache:
-    """Decrypted merchant secrets kept in process for a short while, so signature checks cost no query."""
+# The shape of the ids create_merchant makes; anything else is refused before any lookup.
+MERCHANT_ID_RE = re.compile(r"mch_[0-9a-f]{16}", re.ASCII)
 
-    def __init__(self, ttl_s: float = 30.0) -> None:
+
+def valid_merchant_id(value: str) -> bool:
+    """Whether value has the shape of a merchant id (ASCII, as create_merchant makes them)."""
+    return MERCHANT_ID_RE.fullmatch(value) is not None
+
+
+class MerchantCache:
+    """Decrypted merchant secrets kept in process for a short while, so signature checks cost no query.
+
+    Bounded: at most `max_size` known merchants (least recently used evicted), and unknown ids are
+    remembered in a separate, smaller LRU so strangers can neither grow memory nor push real merchants out.
+    """
+
+    def __init__(self, ttl_s: float = 30.0, max_size: int = 4096, max_unknown: int = 1024) -> None:
         self._ttl = ttl_s
-        self._items: dict[str, tuple[float, MerchantAuth | None]] = {}
-        self._lock = threading.Lock()
+        self.max_size = max_size
+        self._known: LRU[str, tuple[float, MerchantAuth]] = LRU(max_size)
+        self._unknown: LRU[str, float] = LRU(max_unknown)
+
+    def __len__(self) -> int:
+        return len(self._known) + len(self._unknown)
+
+    def cached(self, merchant_id: str) -> bool:
+        """Whether the merchant is held in the cache now."""
+        return merchant_id in self._known
+
+    def forget(self, merchant_id: str) -> None:
+        """Drop the merchant (its secret changed)."""
+        self._known.pop(merchant_id)
+        self._unknown.pop(merchant_id)
 
     def get(self, ctx: ServiceContext, merchant_id: str) -> MerchantAuth | None:
+        """The merchant's credentials, or None for an unknown or malformed id."""
+        if not valid_merchant_id(merchant_id):
+            return None
         now = time.monotonic()
-        with self._lock:
-            hit = self._items.get(merchant_id)
-        if hit and hit[0] > now:
+        hit = self._known.get(merchant_id)
+        if hit is not None and hit[0] > now:
             return hit[1]
+        miss = self._unknown.get(merchant_id)
+        if miss is not None and miss > now:
+            return None
         with ctx.sessions() as s:
             row = s.get(Merchant, merchant_id)
-        value = None
-        if row is not None:
-            secret = ctx.box.decrypt(row.secret_ciphertext, row.id)
-            value = MerchantAuth(row.id, secret, row.platform, tuple(row.channels))
-        with self._lock:
-            self._items[merchant_id] = (now + self._ttl, value)
+        if row is None:
+            self._known.pop(merchant_id)
+            self._unknown.put(merchant_id, now + self._ttl)
+            return None
+        secret = ctx.box.decrypt(row.secret_ciphertext, row.id)
+        value = MerchantAuth(row.id, secret, row.platform, tuple(row.channels))
+        self._known.put(merchant_id, (now + self._ttl, value))
+        self._unknown.pop(merchant_id)
         return value
 
 
