@@ -12,9 +12,10 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
-from voucher_service.adapters.db.models import AdminToken, Merchant
+from voucher_service.adapters.db.models import AdminToken, EndedSession, HolderSessionEpoch, Merchant
 from voucher_service.adapters.lru import LRU
 from voucher_service.adapters.secret_box import token_hash
 from voucher_service.services import audit_log
@@ -32,6 +33,25 @@ def create_admin_token(ctx: ServiceContext, name: str) -> str:
         s.add(AdminToken(name=name, token_hash=token_hash(token), created_at=now))
         audit_log.record(s, f"cli:{name}", "admin_token.created", "admin_token", name, {"name": name}, now)
     return token
+
+
+def revoke_admin_tokens(ctx: ServiceContext, *, name: str | None = None, token: str | None = None) -> int:
+    """Revoke the admin tokens with this name, or this one token; return how many were revoked."""
+    if (name is None) == (token is None):
+        raise ValueError("give exactly one of name or token")
+    now = ctx.now()
+    with ctx.sessions.begin() as s:
+        query = select(AdminToken).where(AdminToken.revoked_at.is_(None))
+        if name is not None:
+            query = query.where(AdminToken.name == name)
+        else:
+            query = query.where(AdminToken.token_hash == token_hash(token or ""))
+        rows = list(s.scalars(query.with_for_update()))
+        for row in rows:
+            row.revoked_at = now
+            audit_log.record(s, "cli:revoke-admin-token", "admin_token.revoked", "admin_token", str(row.id),
+                             {"name": row.name}, now)
+    return len(rows)
 
 
 def admin_name_for(ctx: ServiceContext, token: str) -> str | None:
@@ -119,18 +139,103 @@ def sign_merchant_request(secret: str, method: str, path_and_query: str, timesta
     return "v1=" + hmac.new(secret.encode(), canonical.encode(), hashlib.sha256).hexdigest()
 
 
+def rotate_merchant_secret(ctx: ServiceContext, merchant_id: str, actor: str) -> str:
+    """Give the merchant a new API secret (the old one stops working) and return it; it is shown once."""
+    from voucher_service.domain.errors import NotFound
+
+    secret = "vsk_" + secrets.token_urlsafe(32)
+    now = ctx.now()
+    with ctx.sessions.begin() as s:
+        row = s.get(Merchant, merchant_id, with_for_update=True) if valid_merchant_id(merchant_id) else None
+        if row is None:
+            raise NotFound(f"No merchant {merchant_id}.")
+        row.secret_ciphertext = ctx.box.encrypt(secret, merchant_id)
+        audit_log.record(s, actor, "merchant.secret_rotated", "merchant", merchant_id, {}, now)
+    return secret
+
+
+# ---------------------------------------------------------------- consumer sessions
+# A session token is stateless (MACed holder, expiry, session id and the holder's session epoch), so
+# ending sessions needs a little state: the holder's current epoch (ending all their sessions bumps it)
+# and the ids of sessions ended one at a time by logout, kept only until the token would expire anyway.
+
+
+def _session_epoch(s: Session, holder_hash: str) -> int:
+    row = s.get(HolderSessionEpoch, holder_hash)
+    return 0 if row is None else row.epoch
+
+
 def issue_session(ctx: ServiceContext, holder_hash: str) -> tuple[str, dt.datetime]:
-    """A consumer session token: the holder hash and expiry, MACed with the server secret."""
+    """A consumer session token: holder hash, expiry, session id and epoch, MACed with the server secret."""
     expires = ctx.now() + dt.timedelta(seconds=ctx.settings.session_ttl_s)
-    payload = base64.urlsafe_b64encode(
-        json.dumps({"h": holder_hash, "exp": int(expires.timestamp())}, separators=(",", ":")).encode()
-    ).rstrip(b"=")
+    with ctx.sessions() as s:
+        epoch = _session_epoch(s, holder_hash)
+    claims = {"h": holder_hash, "exp": int(expires.timestamp()), "s": secrets.token_hex(16), "g": epoch}
+    payload = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode()).rstrip(b"=")
     mac = ctx.box.keyed_hash("session", payload.decode())
     return f"{SESSION_PREFIX}{payload.decode()}.{mac}", expires
 
 
+@dataclass(frozen=True)
+class SessionClaims:
+    """What a valid session token says."""
+
+    holder_hash: str
+    session_id: str
+    epoch: int
+    expires_at: dt.datetime
+
+
 def holder_for_session(ctx: ServiceContext, token: str) -> str | None:
-    """The holder hash of a valid, unexpired session token, or None."""
+    """The holder hash of a valid, unexpired, not ended session token, or None."""
+    claims = session_claims(ctx, token)
+    return None if claims is None else claims.holder_hash
+
+
+def session_claims(ctx: ServiceContext, token: str) -> SessionClaims | None:
+    """The claims of a valid, unexpired session token that was not ended, or None."""
+    claims = _mac_checked_claims(ctx, token)
+    if claims is None:
+        return None
+    with ctx.sessions() as s:
+        if claims.epoch != _session_epoch(s, claims.holder_hash):
+            return None
+        if s.get(EndedSession, claims.session_id) is not None:
+            return None
+    return claims
+
+
+def end_session(ctx: ServiceContext, token: str, actor: str) -> bool:
+    """Log this one session out; False when the token is not a live session."""
+    claims = session_claims(ctx, token)
+    if claims is None:
+        return False
+    now = ctx.now()
+    with ctx.sessions.begin() as s:
+        s.execute(delete(EndedSession).where(EndedSession.expires_at <= now))  # housekeeping
+        if s.get(EndedSession, claims.session_id) is None:
+            s.add(EndedSession(session_id=claims.session_id, expires_at=claims.expires_at))
+        audit_log.record(s, actor, "consumer_session.ended", "holder", claims.holder_hash[:16],
+                         {"session": claims.session_id[:8]}, now)
+    return True
+
+
+def end_holder_sessions(ctx: ServiceContext, holder_hash: str, actor: str) -> int:
+    """End every session of a resident (all devices); return the holder's new session epoch."""
+    now = ctx.now()
+    with ctx.sessions.begin() as s:
+        row = s.get(HolderSessionEpoch, holder_hash, with_for_update=True)
+        if row is None:
+            row = HolderSessionEpoch(holder_hash=holder_hash, epoch=0, changed_at=now)
+            s.add(row)
+        row.epoch += 1
+        row.changed_at = now
+        audit_log.record(s, actor, "consumer_sessions.ended_all", "holder", holder_hash[:16],
+                         {"epoch": row.epoch}, now)
+        return row.epoch
+
+
+def _mac_checked_claims(ctx: ServiceContext, token: str) -> SessionClaims | None:
     if not token.startswith(SESSION_PREFIX):
         return None
     try:
@@ -143,7 +248,11 @@ def holder_for_session(ctx: ServiceContext, token: str) -> str | None:
         data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except ValueError:
         return None
-    if not isinstance(data, dict) or int(data.get("exp", 0)) <= int(ctx.now().timestamp()):
+    if not isinstance(data, dict):
         return None
-    holder = data.get("h")
-    return holder if isinstance(holder, str) else None
+    exp, holder, sid, epoch = data.get("exp"), data.get("h"), data.get("s"), data.get("g", 0)
+    if type(exp) is not int or exp <= int(ctx.now().timestamp()):
+        return None
+    if not isinstance(holder, str) or not isinstance(sid, str) or type(epoch) is not int:
+        return None
+    return SessionClaims(holder, sid, epoch, dt.datetime.fromtimestamp(exp, dt.UTC))

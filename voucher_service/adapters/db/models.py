@@ -197,6 +197,23 @@ class HolderClaimCount(Base):
     claimed: Mapped[int] = mapped_column(Integer)
 
 
+class HolderSessionEpoch(Base):
+    """A resident's session generation: a session token issued under an older epoch is no longer valid."""
+
+    __tablename__ = "holder_session_epochs"
+    holder_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class EndedSession(Base):
+    """A consumer session ended by its own logout; kept until the token would have expired anyway."""
+
+    __tablename__ = "ended_sessions"
+    session_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+
+
 # ---------------------------------------------------------------- registry
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 16:44:06.806070
+Create Date: 2026-12-02 14:39:07.408381
 """
 
 from __future__ import annotations
@@ -87,11 +87,27 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("code"),
     )
     op.create_table(
+        "ended_sessions",
+        sa.Column("session_id", sa.String(length=32), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("session_id"),
+    )
+    with op.batch_alter_table("ended_sessions", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_ended_sessions_expires_at"), ["expires_at"], unique=False)
+
+    op.create_table(
         "holder_claim_counts",
         sa.Column("program_id", sa.String(length=36), nullable=False),
         sa.Column("holder_hash", sa.String(length=64), nullable=False),
         sa.Column("claimed", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("program_id", "holder_hash"),
+    )
+    op.create_table(
+        "holder_session_epochs",
+        sa.Column("holder_hash", sa.String(length=64), nullable=False),
+        sa.Column("epoch", sa.Integer(), nullable=False),
+        sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("holder_hash"),
     )
     op.create_table(
         "idempotency_records",
@@ -562,7 +578,12 @@ def downgrade() -> None:
 
     op.drop_table("ledger_entries")
     op.drop_table("idempotency_records")
+    op.drop_table("holder_session_epochs")
     op.drop_table("holder_claim_counts")
+    with op.batch_alter_table("ended_sessions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_ended_sessions_expires_at"))
+
+    op.drop_table("ended_sessions")
     op.drop_table("counties")
     op.drop_table("certified_products")
     op.drop_table("audit_seals")
