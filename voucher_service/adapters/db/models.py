@@ -105,6 +105,16 @@ class Program(Base):
     activated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class ProgramSuspension(Base):
+    """A period during which the programme was suspended (resumed_at None while it lasts): offline
+    records dated inside one are refused, since a till offline could not have known."""
+
+    __tablename__ = "program_suspensions"
+    program_id: Mapped[str] = mapped_column(ForeignKey("programs.id"), primary_key=True)
+    suspended_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, primary_key=True)
+    resumed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 class Tier(Base):
     __tablename__ = "tiers"
     program_id: Mapped[str] = mapped_column(ForeignKey("programs.id"), primary_key=True)

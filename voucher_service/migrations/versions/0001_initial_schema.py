@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-02 14:39:07.408381
+Create Date: 2026-12-02 14:43:58.877646
 """
 
 from __future__ import annotations
@@ -309,6 +309,17 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("program_id", "merchant_id"),
     )
     op.create_table(
+        "program_suspensions",
+        sa.Column("program_id", sa.String(length=36), nullable=False),
+        sa.Column("suspended_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("resumed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["program_id"],
+            ["programs.id"],
+        ),
+        sa.PrimaryKeyConstraint("program_id", "suspended_at"),
+    )
+    op.create_table(
         "program_targets",
         sa.Column("program_id", sa.String(length=36), nullable=False),
         sa.Column("county_code", sa.String(length=6), nullable=False),
@@ -551,6 +562,7 @@ def downgrade() -> None:
 
     op.drop_table("reconciliation_items")
     op.drop_table("program_targets")
+    op.drop_table("program_suspensions")
     op.drop_table("program_merchants")
     op.drop_table("product_gtins")
     op.drop_table("suppliers")
