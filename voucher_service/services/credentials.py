@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
 
 from voucher_service.adapters.db.models import AdminToken, EndedSession, HolderSessionEpoch, Merchant
 from voucher_service.adapters.lru import LRU
@@ -23,6 +22,7 @@ from voucher_service.services.context import ServiceContext
 
 ADMIN_PREFIX = "vat_"
 SESSION_PREFIX = "vcs1."
+SESSION_STATE_CACHE_S = 60
 
 
 def create_admin_token(ctx: ServiceContext, name: str) -> str:
@@ -75,12 +75,13 @@ class MerchantAuth:
     channels: tuple[str, ...]
 
 
-# The shape of the ids create_merchant makes; anything else is refused before any lookup.
-MERCHANT_ID_RE = re.compile(r"mch_[0-9a-f]{16}", re.ASCII)
+# What a merchant id can be (create_merchant makes `mch_` + 16 hex; the column holds 40 characters):
+# anything else is refused before any lookup.
+MERCHANT_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,40}", re.ASCII)
 
 
 def valid_merchant_id(value: str) -> bool:
-    """Whether value has the shape of a merchant id (ASCII, as create_merchant makes them)."""
+    """Whether value has the shape of a merchant id (1-40 ASCII letters, digits, `_`, `.`, `-`)."""
     return MERCHANT_ID_RE.fullmatch(value) is not None
 
 
@@ -160,16 +161,50 @@ def rotate_merchant_secret(ctx: ServiceContext, merchant_id: str, actor: str) ->
 # and the ids of sessions ended one at a time by logout, kept only until the token would expire anyway.
 
 
-def _session_epoch(s: Session, holder_hash: str) -> int:
-    row = s.get(HolderSessionEpoch, holder_hash)
-    return 0 if row is None else row.epoch
+@dataclass(frozen=True)
+class _HolderSessionState:
+    epoch: int
+    ended: frozenset[str]
+
+
+def _state_key(holder_hash: str) -> str:
+    return f"sessions:{holder_hash}"
+
+
+def _holder_state(ctx: ServiceContext, holder_hash: str) -> _HolderSessionState:
+    """The holder's session epoch and ended session ids: from the fast store, else from the database.
+
+    The database is the record (a flushed Redis forgets nothing); the fast store keeps claims rushes
+    off the database, and is dropped whenever a session ends. A reader racing a logout could put the
+    old state back; it lives SESSION_STATE_CACHE_S at most.
+    """
+    cached = ctx.store.get(_state_key(holder_hash))
+    if cached is not None:
+        try:
+            data = json.loads(cached)
+            return _HolderSessionState(int(data["g"]), frozenset(str(x) for x in data["e"]))
+        except (ValueError, KeyError, TypeError):
+            pass
+    now = ctx.now()
+    with ctx.sessions() as s:
+        row = s.get(HolderSessionEpoch, holder_hash)
+        ended = frozenset(
+            s.scalars(
+                select(EndedSession.session_id).where(
+                    EndedSession.holder_hash == holder_hash, EndedSession.expires_at > now
+                )
+            )
+        )
+    state = _HolderSessionState(0 if row is None else row.epoch, ended)
+    body = json.dumps({"g": state.epoch, "e": sorted(state.ended)}, separators=(",", ":")).encode()
+    ctx.store.set(_state_key(holder_hash), body, SESSION_STATE_CACHE_S)
+    return state
 
 
 def issue_session(ctx: ServiceContext, holder_hash: str) -> tuple[str, dt.datetime]:
     """A consumer session token: holder hash, expiry, session id and epoch, MACed with the server secret."""
     expires = ctx.now() + dt.timedelta(seconds=ctx.settings.session_ttl_s)
-    with ctx.sessions() as s:
-        epoch = _session_epoch(s, holder_hash)
+    epoch = _holder_state(ctx, holder_hash).epoch
     claims = {"h": holder_hash, "exp": int(expires.timestamp()), "s": secrets.token_hex(16), "g": epoch}
     payload = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode()).rstrip(b"=")
     mac = ctx.box.keyed_hash("session", payload.decode())
@@ -197,11 +232,9 @@ def session_claims(ctx: ServiceContext, token: str) -> SessionClaims | None:
     claims = _mac_checked_claims(ctx, token)
     if claims is None:
         return None
-    with ctx.sessions() as s:
-        if claims.epoch != _session_epoch(s, claims.holder_hash):
-            return None
-        if s.get(EndedSession, claims.session_id) is not None:
-            return None
+    state = _holder_state(ctx, claims.holder_hash)
+    if claims.epoch != state.epoch or claims.session_id in state.ended:
+        return None
     return claims
 
 
@@ -214,9 +247,11 @@ def end_session(ctx: ServiceContext, token: str, actor: str) -> bool:
     with ctx.sessions.begin() as s:
         s.execute(delete(EndedSession).where(EndedSession.expires_at <= now))  # housekeeping
         if s.get(EndedSession, claims.session_id) is None:
-            s.add(EndedSession(session_id=claims.session_id, expires_at=claims.expires_at))
+            s.add(EndedSession(session_id=claims.session_id, holder_hash=claims.holder_hash,
+                               expires_at=claims.expires_at))
         audit_log.record(s, actor, "consumer_session.ended", "holder", claims.holder_hash[:16],
                          {"session": claims.session_id[:8]}, now)
+    ctx.store.delete(_state_key(claims.holder_hash))  # re-read from the database at the next request
     return True
 
 
@@ -232,7 +267,9 @@ def end_holder_sessions(ctx: ServiceContext, holder_hash: str, actor: str) -> in
         row.changed_at = now
         audit_log.record(s, actor, "consumer_sessions.ended_all", "holder", holder_hash[:16],
                          {"epoch": row.epoch}, now)
-        return row.epoch
+        epoch = row.epoch
+    ctx.store.delete(_state_key(holder_hash))
+    return epoch
 
 
 def _mac_checked_claims(ctx: ServiceContext, token: str) -> SessionClaims | None:

@@ -221,6 +221,7 @@ class EndedSession(Base):
 
     __tablename__ = "ended_sessions"
     session_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder_hash: Mapped[str] = mapped_column(String(64), index=True)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
 
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-02 14:43:58.877646
+Create Date: 2026-12-02 14:57:39.785455
 """
 
 from __future__ import annotations
@@ -89,11 +89,13 @@ def upgrade() -> None:
     op.create_table(
         "ended_sessions",
         sa.Column("session_id", sa.String(length=32), nullable=False),
+        sa.Column("holder_hash", sa.String(length=64), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("session_id"),
     )
     with op.batch_alter_table("ended_sessions", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_ended_sessions_expires_at"), ["expires_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_ended_sessions_holder_hash"), ["holder_hash"], unique=False)
 
     op.create_table(
         "holder_claim_counts",
@@ -593,6 +595,7 @@ def downgrade() -> None:
     op.drop_table("holder_session_epochs")
     op.drop_table("holder_claim_counts")
     with op.batch_alter_table("ended_sessions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_ended_sessions_holder_hash"))
         batch_op.drop_index(batch_op.f("ix_ended_sessions_expires_at"))
 
     op.drop_table("ended_sessions")
