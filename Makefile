@@ -60,6 +60,7 @@ bench: install services
 regen-migration: install
 	rm -f voucher_service/migrations/versions/0001_initial_schema.py /tmp/voucher-autogen.sqlite3
 	$(PY) -c "from alembic import command; from voucher_service.adapters.db.migrate import alembic_config; command.revision(alembic_config('sqlite:////tmp/voucher-autogen.sqlite3'), message='initial schema', autogenerate=True, rev_id='0001')"
+	sed -i 's/[[:space:]]*$$//' voucher_service/migrations/versions/0001_initial_schema.py  # Alembic leaves 'Revises: '
 	$(VENV)/bin/ruff check --fix -q voucher_service/migrations/versions/0001_initial_schema.py
 	$(VENV)/bin/ruff format voucher_service/migrations/versions/0001_initial_schema.py
 

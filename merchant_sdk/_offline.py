@@ -158,8 +158,16 @@ class OfflineTerminal:
     def refresh(self) -> None:
         """Fetch keys, programmes, revocations and the product snapshot; register the terminal key if new."""
         jwks = self.client.refresh_keys()
+        # Registered first, so that the programmes request below, naming this terminal, is recorded by
+        # the service as its refresh: the server counts the programme's max_offline_hours from there.
+        if self.journal.get_meta("registered_kid") != self.public_jwk["kid"]:
+            self.client.register_terminal(self.terminal_id, self.public_jwk)
+            self.journal.set_meta("registered_kid", self.public_jwk["kid"])
         # One request for both the programmes and the merchant's approved SKU mappings.
-        enrolment = dict(self.client.request("GET", "/api/v1/merchant/programs") or {})
+        enrolment = dict(
+            self.client.request("GET", "/api/v1/merchant/programs", query={"terminal_id": self.terminal_id})
+            or {}
+        )
         programs = [p for p in enrolment.get("programs") or [] if isinstance(p, dict)]
         mappings = [
             m
@@ -171,9 +179,6 @@ class OfflineTerminal:
             for p in programs
         }
         snapshot = self.client.product_snapshot(since=int(self.journal.get_meta("snapshot_version") or 0))
-        if self.journal.get_meta("registered_kid") != self.public_jwk["kid"]:
-            self.client.register_terminal(self.terminal_id, self.public_jwk)
-            self.journal.set_meta("registered_kid", self.public_jwk["kid"])
         self.journal.apply_refresh(jwks, programs, revocations, snapshot, self._clock(), mappings)
         self._load_caches()
 

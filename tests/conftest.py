@@ -54,6 +54,7 @@ def make_settings(tmp: Path, database_url: str, redis_url: str | None = None, **
         env="test",
         secret_key="test-secret-" + "x" * 40,
         signing_key_passphrase="test-passphrase",
+        signing_key_scrypt_n=2**10,  # production uses 2**15; tests need speed, not key strength
         sms_outbox=str(tmp / "sms.jsonl"),
         var_dir=tmp,
         redis_prefix=f"vt:{secrets.token_hex(4)}:",

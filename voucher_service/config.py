@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEV_PASSPHRASE = "development-only-signing-passphrase"
+MIN_PRODUCTION_PASSPHRASE = 16
 ENVIRONMENTS = ("development", "test", "production")
 
 
@@ -39,6 +40,8 @@ class Settings:
     nonce_epoch_margin_s: int = 2
     idempotency_lease_s: int = 6  # renewed while the request runs; a dead request's lapses
     audit_seal_interval_s: float = 1.0
+    # scrypt cost (n, with r=8, p=1) of newly encrypted signing keys; only tests lower it.
+    signing_key_scrypt_n: int = 2**15
     # End-to-end tests only: a worker exits right after a redemption commits, before it replies.
     crash_after_commit: bool = False
 
@@ -68,6 +71,11 @@ class Settings:
                 raise ConfigurationError("production requires " + ", ".join(missing))
             if passphrase == DEV_PASSPHRASE:
                 raise ConfigurationError("the development signing-key passphrase is refused in production")
+            if len(passphrase) < MIN_PRODUCTION_PASSPHRASE:
+                raise ConfigurationError(
+                    f"VOUCHER_SIGNING_KEY_PASSPHRASE must be at least {MIN_PRODUCTION_PASSPHRASE} characters "
+                    "in production"
+                )
             if len(secret_key) < 32:
                 raise ConfigurationError("VOUCHER_SECRET_KEY must be at least 32 characters in production")
         if not secret_key:

@@ -48,3 +48,15 @@ def test_production_refuses_the_development_passphrase_and_a_short_secret(tmp_pa
 def test_an_unknown_environment_is_refused(tmp_path):
     with pytest.raises(ConfigurationError):
         Settings.from_env({"VOUCHER_ENV": "staging", "VOUCHER_VAR_DIR": str(tmp_path)})
+
+
+@pytest.mark.parametrize("passphrase", ["short", "fifteen-chars!!", " " * 3])
+def test_production_refuses_a_signing_passphrase_under_16_characters(passphrase, tmp_path):
+    with pytest.raises(ConfigurationError, match="at least 16"):
+        Settings.from_env({**PROD, "VOUCHER_SIGNING_KEY_PASSPHRASE": passphrase, "VOUCHER_VAR_DIR": str(tmp_path)})
+
+
+def test_production_accepts_a_16_character_passphrase_and_keeps_the_full_scrypt_cost(tmp_path):
+    settings = Settings.from_env({**PROD, "VOUCHER_SIGNING_KEY_PASSPHRASE": "p" * 16, "VOUCHER_VAR_DIR": str(tmp_path)})
+    assert settings.signing_key_passphrase == "p" * 16
+    assert settings.signing_key_scrypt_n >= 2**15

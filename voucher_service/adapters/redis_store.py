@@ -117,12 +117,33 @@ class RedisStore:
 
 
 class MemoryStore:
-    """In-process FastStore for development without Redis and for unit tests."""
+    """In-process FastStore for development without Redis and for unit tests.
 
-    def __init__(self) -> None:
+    Bounded to `max_items`: when full, expired items go first, then the oldest written. (Evicting a
+    nonce early weakens replay protection, which is one reason production requires Redis.)
+    """
+
+    def __init__(self, max_items: int = 100_000) -> None:
+        self.max_items = max_items
         self._data: dict[str, tuple[bytes, float | None]] = {}
         self._lock = threading.Lock()
         self.born_unix: int | None = int(time.time())  # nothing it holds is older than this
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._data)
+
+    def _write(self, key: str, item: tuple[bytes, float | None]) -> None:
+        # Called with the lock held; dicts keep insertion order, so re-inserting moves a key last.
+        self._data.pop(key, None)
+        if len(self._data) >= self.max_items:
+            now = time.monotonic()
+            for stale in [k for k, (_, exp) in self._data.items() if exp is not None and exp <= now]:
+                del self._data[stale]
+            if len(self._data) >= self.max_items:  # drop the oldest tenth at once: no scan per write
+                for old in list(self._data)[: max(1, self.max_items // 10)]:
+                    del self._data[old]
+        self._data[key] = item
 
     def _live(self, key: str) -> bytes | None:
         item = self._data.get(key)
@@ -138,7 +159,7 @@ class MemoryStore:
         with self._lock:
             if self._live(key) is not None:
                 return False
-            self._data[key] = (b"1", time.monotonic() + ttl_s)
+            self._write(key, (b"1", time.monotonic() + ttl_s))
             return True
 
     def hit(self, key: str, window_s: int) -> tuple[int, int]:
@@ -152,7 +173,7 @@ class MemoryStore:
 
     def set(self, key: str, value: bytes, ttl_s: int | None = None) -> None:
         with self._lock:
-            self._data[key] = (value, time.monotonic() + ttl_s if ttl_s else None)
+            self._write(key, (value, time.monotonic() + ttl_s if ttl_s else None))
 
     def delete(self, *keys: str) -> None:
         with self._lock:
@@ -166,7 +187,7 @@ class MemoryStore:
             expires = self._data[key][1] if current is not None else None
             if current is None and ttl_s:
                 expires = time.monotonic() + ttl_s
-            self._data[key] = (str(value).encode(), expires)
+            self._write(key, (str(value).encode(), expires))
             return value
 
     def add_nonce(self, key: str, ttl_s: int, marker: str) -> tuple[bool, int | None]:

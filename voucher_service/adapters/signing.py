@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from voucher_service.adapters.base45 import b45decode, b45encode
+from voucher_service.adapters.key_storage import decrypt_private_key
 
 COSE_TAG_SIGN1 = 18
 ALG_ES256 = -7
@@ -186,23 +187,6 @@ def encode_token(
 def generate_private_key() -> ec.EllipticCurvePrivateKey:
     """A fresh P-256 key."""
     return ec.generate_private_key(ec.SECP256R1())
-
-
-def encrypt_private_key(key: ec.EllipticCurvePrivateKey, passphrase: str) -> bytes:
-    """PKCS8 PEM encrypted with the signing passphrase."""
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(passphrase.encode()),
-    )
-
-
-def decrypt_private_key(pem: bytes, passphrase: str) -> ec.EllipticCurvePrivateKey:
-    """Load an encrypted PKCS8 PEM private key."""
-    key = serialization.load_pem_private_key(pem, passphrase.encode())
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise ValueError("signing key is not an EC key")
-    return key
 
 
 @dataclass

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app
 
 from voucher_service.api.admin_schemas import (
     EnrolmentIn,
     EnrolmentOut,
     MerchantIn,
     MerchantOut,
+    MerchantSecretOut,
     ProgramIn,
     ProgramList,
     ProgramOut,
@@ -17,7 +18,7 @@ from voucher_service.api.admin_schemas import (
 )
 from voucher_service.api.auth import Principal, service_context
 from voucher_service.api.routing import endpoint, json_response
-from voucher_service.services import merchants, programs
+from voucher_service.services import credentials, merchants, programs
 
 bp = Blueprint("admin", __name__, url_prefix="/api/v1")
 AUTH_ERRORS = ("unauthorized", "forbidden")
@@ -73,6 +74,16 @@ def create_merchant(principal: Principal, body: MerchantIn) -> Response:
           responses={200: MerchantOut}, errors=(*AUTH_ERRORS, "not_found"))
 def get_merchant(principal: Principal, merchant_id: str) -> Response:
     return json_response(merchants.get_merchant(service_context(), merchant_id))
+
+
+@endpoint(bp, "/merchants/<merchant_id>/secret", "POST", auth="admin",
+          summary="Rotate a merchant's API secret: the new one is returned once, the old one stops working",
+          responses={200: MerchantSecretOut}, errors=(*AUTH_ERRORS, "not_found"))
+def rotate_merchant_secret(principal: Principal, merchant_id: str) -> Response:
+    ctx = service_context()
+    secret = credentials.rotate_merchant_secret(ctx, merchant_id, principal.actor)
+    current_app.extensions["voucher_merchants"].forget(merchant_id)
+    return json_response({"merchant_id": merchant_id, "api_secret": secret})
 
 
 @endpoint(bp, "/merchants/<merchant_id>/terminals", "POST", auth="admin_or_merchant",

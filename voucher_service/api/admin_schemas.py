@@ -113,6 +113,11 @@ class MerchantIn(Strict):
     platform: StrictBool = False
 
 
+class MerchantSecretOut(BaseModel):
+    merchant_id: str
+    api_secret: str = Field(description="The new API secret, shown only in this response.")
+
+
 class MerchantOut(BaseModel):
     id: str
     name: str

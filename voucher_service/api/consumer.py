@@ -21,7 +21,7 @@ from voucher_service.api.consumer_schemas import (
 from voucher_service.api.idempotent import run_idempotent
 from voucher_service.api.routing import endpoint, json_bytes, json_response
 from voucher_service.domain.errors import Forbidden, ValidationFailed
-from voucher_service.services import consumers, idempotency, issuance
+from voucher_service.services import consumers, credentials, idempotency, issuance
 from voucher_service.services.idempotency import IdempotencyClaim, Outcome
 
 bp = Blueprint("consumer", __name__, url_prefix="/api/v1")
@@ -49,6 +49,15 @@ def send_otp(principal: Principal, body: OtpIn) -> Response:
           responses={201: SessionOut}, errors=("validation_error", "unauthorized"))
 def open_session(principal: Principal, body: SessionIn) -> Response:
     return json_response(consumers.open_session(service_context(), body.phone, body.code), 201)
+
+
+@endpoint(bp, "/consumer/sessions", "DELETE", auth="consumer",
+          summary="Log out: end the calling session (its token stops working at once)",
+          responses={204: None}, errors=("unauthorized",))
+def end_session(principal: Principal) -> Response:
+    token = request.headers.get("Authorization", "")[7:].strip()  # authenticate() checked the scheme
+    credentials.end_session(service_context(), token, principal.actor)
+    return Response(status=204)
 
 
 def _claimant(principal: Principal, body: ClaimIn) -> issuance.Claimant:

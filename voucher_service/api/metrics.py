@@ -6,12 +6,17 @@ import threading
 from collections import defaultdict
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Label values come from the request: anything outside these sets is counted under one label.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER = "other"
+MAX_SERIES = 2000
 
 
 class Metrics:
     """Counters and a latency histogram, kept per process (each gunicorn worker reports its own)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_series: int = MAX_SERIES) -> None:
+        self.max_series = max_series
         self._lock = threading.Lock()
         self.requests: dict[tuple[str, str, int], int] = defaultdict(int)
         self.latency: dict[str, list[int]] = defaultdict(lambda: [0] * (len(BUCKETS) + 1))
@@ -19,8 +24,13 @@ class Metrics:
         self.events: dict[str, int] = defaultdict(int)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        """Count one request."""
+        """Count one request; unknown methods, and series beyond the bound, share the label `other`."""
+        method = method if method in KNOWN_METHODS else OTHER
         with self._lock:
+            if (route, method, status) not in self.requests and len(self.requests) >= self.max_series - 1:
+                route, method, status = OTHER, OTHER, 0
+            if route not in self.latency and len(self.latency) >= self.max_series - 1:
+                route = OTHER
             self.requests[(route, method, status)] += 1
             buckets = self.latency[route]
             for i, bound in enumerate(BUCKETS):
@@ -32,6 +42,8 @@ class Metrics:
     def count(self, event: str, n: int = 1) -> None:
         """Count a domain event (claims, redemptions, sold-out answers...)."""
         with self._lock:
+            if event not in self.events and len(self.events) >= self.max_series:
+                event = OTHER
             self.events[event] += n
 
     def render(self) -> str:

@@ -86,19 +86,30 @@ class OfflineUploadOut(BaseModel):
     results: list[OfflineRecordResult]
 
 
+class MerchantProgramsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    terminal_id: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The refreshing terminal: the server counts its max_offline_hours from now",
+    )
+
+
 @endpoint(
     bp,
     "/merchant/programs",
     "GET",
     auth="merchant",
+    query=MerchantProgramsQuery,
     summary="The programmes the calling merchant is enrolled in, with tiers, scope and offline limits, "
     "and its approved SKU mappings",
     responses={200: MerchantProgramList},
-    errors=AUTH_ERRORS,
+    errors=(*AUTH_ERRORS, "validation_error"),
 )
-def merchant_programs(principal: Principal) -> Response:
+def merchant_programs(principal: Principal, query: MerchantProgramsQuery) -> Response:
     assert principal.merchant_id is not None
     ctx = service_context()
+    if query.terminal_id is not None:
+        offline_sync.record_terminal_refresh(ctx, principal.merchant_id, query.terminal_id)
     return json_response(
         {
             "programs": offline_sync.merchant_programs(ctx, principal.merchant_id),

@@ -25,17 +25,19 @@ class JwksCache:
     def __init__(self, ttl_s: float = 30.0) -> None:
         self._ttl = ttl_s
         self._lock = threading.Lock()
-        self._entry: tuple[float, str, dict[str, Any]] | None = None
+        self._entry: tuple[float, str, float, dict[str, Any]] | None = None
 
     def get(self, ctx: ServiceContext) -> dict[str, Any]:
         active_kid = ctx.keys.active().kid
         now = time.monotonic()
         entry = self._entry
-        if entry and entry[0] > now and entry[1] == active_kid:
-            return entry[2]
+        # Never serve a key past its `exp`: a retired key leaves /keys the moment it ends.
+        if entry and entry[0] > now and entry[1] == active_kid and ctx.now().timestamp() < entry[2]:
+            return entry[3]
         value = keys.jwks(ctx)
+        first_end = min((float(k["exp"]) for k in value["keys"] if k.get("status") == "retired"), default=float("inf"))
         with self._lock:
-            self._entry = (now + self._ttl, active_kid, value)
+            self._entry = (now + self._ttl, active_kid, first_end, value)
         return value
 
 

@@ -26,6 +26,11 @@ class CliState:
                 raise click.ClickException(str(exc)) from None
         return self._ctx
 
+    def close(self) -> None:
+        """Release the database connections when the command ends."""
+        if self._ctx is not None:
+            self._ctx.engine.dispose()
+
 
 pass_state = click.make_pass_decorator(CliState, ensure=True)
 
@@ -34,7 +39,7 @@ pass_state = click.make_pass_decorator(CliState, ensure=True)
 @click.pass_context
 def main(click_ctx: click.Context) -> None:
     """Administer the consumption-voucher service (reads the same VOUCHER_* variables as the server)."""
-    click_ctx.ensure_object(CliState)
+    click_ctx.call_on_close(click_ctx.ensure_object(CliState).close)
 
 
 @main.command("init-db")
@@ -77,7 +82,7 @@ def run(args: list[str] | None = None, **kwargs: Any) -> int:
 
 
 # Commands of each area live in their own module and attach themselves to `main`.
-from voucher_service.cli import admin, books, pages, registry  # noqa: E402,F401
+from voucher_service.cli import admin, books, credentials, pages, registry  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

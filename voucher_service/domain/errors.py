@@ -63,6 +63,12 @@ Forbidden = _error("Forbidden", "forbidden", 403, "Forbidden")
 MerchantNotEnrolled = _error("MerchantNotEnrolled", "merchant_not_enrolled", 403, "Merchant not enrolled")
 NotFound = _error("NotFound", "not_found", 404, "Not found")
 ProgramNotActive = _error("ProgramNotActive", "program_not_active", 409, "Programme not active")
+OfflineLimitExceeded = _error(
+    "OfflineLimitExceeded", "offline_limit_exceeded", 409, "Offline limit exceeded"
+)
+OfflineRefreshRequired = _error(
+    "OfflineRefreshRequired", "offline_refresh_required", 409, "Offline refresh required"
+)
 TierSoldOut = _error("TierSoldOut", "tier_sold_out", 409, "Tier sold out")
 ClaimLimitReached = _error("ClaimLimitReached", "claim_limit_reached", 409, "Claim limit reached")
 VoucherAlreadyRedeemed = _error(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from sqlalchemy.orm import Session
 from voucher_service.adapters import qr
 from voucher_service.adapters.db import claims as claims_db
 from voucher_service.adapters.db.models import Enrolment, Program, Tier, Voucher
+from voucher_service.adapters.lru import LRU
 from voucher_service.adapters.signing import LoadedKey, encode_token
 from voucher_service.domain.clock import rfc3339
 from voucher_service.domain.errors import (
@@ -87,11 +87,11 @@ class ProgramCatalog:
     withdrawn); the programme's status is read inside each claim's transaction.
     """
 
-    def __init__(self, ttl_s: float = 30.0) -> None:
+    def __init__(self, ttl_s: float = 30.0, max_size: int = 1024) -> None:
         self._ttl = ttl_s
-        self._terms: dict[str, tuple[float, ProgramTerms]] = {}
-        self._enrolled: dict[tuple[str, str], float] = {}
-        self._lock = threading.Lock()
+        # Bounded: only existing programmes and real enrolments get in, but never without a limit.
+        self._terms: LRU[str, tuple[float, ProgramTerms]] = LRU(max_size)
+        self._enrolled: LRU[tuple[str, str], float] = LRU(4 * max_size)
 
     def terms(self, ctx: ServiceContext, program_id: str) -> ProgramTerms:
         """The programme's terms; raise NotFound for an unknown programme (never cached)."""
@@ -110,20 +110,18 @@ class ProgramCatalog:
                 per_person_limit=program.per_person_limit,
                 tiers={t.code: TierTerms(t.code, t.face_value_fen, t.min_spend_fen) for t in tiers},
             )
-        with self._lock:
-            self._terms[program_id] = (now + self._ttl, terms)
+        self._terms.put(program_id, (now + self._ttl, terms))
         return terms
 
     def is_enrolled(self, ctx: ServiceContext, program_id: str, merchant_id: str) -> bool:
         """Whether the merchant takes part in the programme (positive answers are cached)."""
         now = time.monotonic()
-        if self._enrolled.get((program_id, merchant_id), 0.0) > now:
+        if (self._enrolled.get((program_id, merchant_id)) or 0.0) > now:
             return True
         with ctx.sessions() as s:
             enrolled = s.get(Enrolment, (program_id, merchant_id)) is not None
         if enrolled:
-            with self._lock:
-                self._enrolled[(program_id, merchant_id)] = now + self._ttl
+            self._enrolled.put((program_id, merchant_id), now + self._ttl)
         return enrolled
 
 

@@ -18,25 +18,31 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from voucher_service.adapters.db.models import (
     Enrolment,
     OfflineRecord,
     Program,
+    ProgramSuspension,
     SkuMapping,
     Terminal,
     Tier,
 )
 from voucher_service.adapters.signing import b64url_decode, public_key_from_jwk, verify_es256_raw
 from voucher_service.domain.clock import parse_rfc3339, rfc3339
-from voucher_service.domain.errors import NotFound
+from voucher_service.domain.errors import (
+    NotFound,
+    OfflineLimitExceeded,
+    OfflineRefreshRequired,
+    ProgramNotActive,
+)
 from voucher_service.services import audit_log
 from voucher_service.services.context import ServiceContext
 
@@ -207,11 +213,12 @@ def sync_records(
         public_key = public_key_from_jwk(terminal.public_key_jwk)
     results: list[RecordResult] = []
     rejected = False
+    rules = offline_rules(merchant_id, terminal_id, ctx.now())
     for record in sorted(records, key=lambda r: r.seq):
         if rejected:
             results.append(RecordResult(record.seq, "rejected", AFTER_REJECTED))
             continue
-        result = _judge(ctx, merchant_id, terminal_id, public_key, record, actor)
+        result = _judge(ctx, merchant_id, terminal_id, public_key, record, actor, rules)
         rejected = result.status == "rejected" and result.code in (
             BAD_HASH,
             BAD_SIGNATURE,
@@ -230,6 +237,7 @@ def _judge(
     public_key: ec.EllipticCurvePublicKey,
     record: UploadedRecord,
     actor: str,
+    rules: Callable[[Session, str, dt.datetime, int], None],
 ) -> RecordResult:
     """Judge one record in its own transaction, the terminal's row locked."""
     from voucher_service.services import redemption  # late: the redemption service imports much
@@ -261,7 +269,7 @@ def _judge(
             )
             return RecordResult(record.seq, "rejected", problem)
         status, code, redemption_id = redemption.record_offline_redemption(
-            ctx, s, merchant_id, terminal_id, record.payload
+            ctx, s, merchant_id, terminal_id, record.payload, rules
         )
         s.add(_stored(merchant_id, terminal_id, record, status, code, redemption_id, now))
         audit_log.record(
@@ -279,6 +287,88 @@ def _judge(
             now,
         )
         return RecordResult(record.seq, status, code, redemption_id)
+
+
+# ---------------------------------------------------------------- the server's offline rules
+
+
+def offline_rules(
+    merchant_id: str, terminal_id: str, upload_started: dt.datetime
+) -> Callable[[Session, str, dt.datetime, int], None]:
+    """The checks the server makes on a sound offline redemption, whatever the till checked itself.
+
+    Called in seq order with the terminal's row locked, so the earliest records win:
+    - dated inside a suspension of the programme -> ProgramNotActive (`program_not_active`);
+    - dated more than `max_offline_hours` after the terminal's last refresh the server saw (its
+      registration when it never refreshed) -> OfflineRefreshRequired (`offline_refresh_required`);
+    - the discounts of this terminal's accepted records of the programme in the same offline period
+      (the records after the last earlier upload received before this record's time), plus this one, over
+      `max_offline_fen_per_terminal` -> OfflineLimitExceeded (`offline_limit_exceeded`).
+    """
+
+    def check(s: Session, program_id: str, at: dt.datetime, discount_fen: int) -> None:
+        program = s.get(Program, program_id)
+        assert program is not None  # the redemption's checks found it
+        suspended = s.scalar(
+            select(ProgramSuspension.suspended_at)
+            .where(
+                ProgramSuspension.program_id == program_id,
+                ProgramSuspension.suspended_at <= at,
+                or_(ProgramSuspension.resumed_at.is_(None), ProgramSuspension.resumed_at > at),
+            )
+            .limit(1)
+        )
+        if suspended is not None:
+            raise ProgramNotActive(f"The programme was suspended at {rfc3339(suspended)}, before this record.")
+        terminal = s.get(Terminal, (merchant_id, terminal_id))
+        assert terminal is not None
+        since = terminal.last_refresh_at or terminal.created_at
+        if at > since + dt.timedelta(hours=program.max_offline_hours):
+            raise OfflineRefreshRequired(
+                f"The record is dated more than the programme's {program.max_offline_hours} h after the "
+                f"terminal's last refresh ({rfc3339(since)})."
+            )
+        spent = _offline_period_discount_fen(s, merchant_id, terminal_id, program_id, min(at, upload_started))
+        cap = program.max_offline_fen_per_terminal
+        if spent + discount_fen > cap:
+            raise OfflineLimitExceeded(
+                f"Offline discounts of this terminal in this offline period would reach {spent + discount_fen} "
+                f"fen, over the programme's {cap} fen per terminal."
+            )
+
+    return check
+
+
+def _offline_period_discount_fen(
+    s: Session, merchant_id: str, terminal_id: str, program_id: str, at: dt.datetime
+) -> int:
+    """Accepted offline discount of the terminal and programme since its last upload before `at` (an
+    earlier upload: the caller caps `at` at the current upload's start, whose own records never count
+    as a boundary, however the till's clock runs)."""
+    mine = (OfflineRecord.merchant_id == merchant_id, OfflineRecord.terminal_id == terminal_id)
+    # The records stored by an upload received before `at` had all been made before it: a later record
+    # belongs to a new offline period. Records are stored in seq order, so the period is a seq range.
+    synced_through = s.scalar(select(func.max(OfflineRecord.seq)).where(*mine, OfflineRecord.received_at < at))
+    total = s.scalar(
+        select(func.coalesce(func.sum(OfflineRecord.discount_fen), 0)).where(
+            *mine,
+            OfflineRecord.program_id == program_id,
+            OfflineRecord.status == "accepted",
+            OfflineRecord.seq > (synced_through or 0),
+        )
+    )
+    return int(total or 0)
+
+
+def record_terminal_refresh(ctx: ServiceContext, merchant_id: str, terminal_id: str) -> bool:
+    """Note that the terminal fetched what a till needs (the start of its offline hours); False if unknown."""
+    now = ctx.now()
+    with ctx.sessions.begin() as s:
+        terminal = s.get(Terminal, (merchant_id, terminal_id), with_for_update=True)
+        if terminal is None:
+            return False
+        terminal.last_refresh_at = now
+    return True
 
 
 def _chain_head(s: Session, merchant_id: str, terminal_id: str) -> tuple[int, str]:

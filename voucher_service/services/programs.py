@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from voucher_service.adapters.db.models import Program, ProgramTarget, Tier, Voucher
+from voucher_service.adapters.db.models import Program, ProgramSuspension, ProgramTarget, Tier, Voucher
 from voucher_service.domain.clock import rfc3339
 from voucher_service.domain.errors import InvalidState, NotFound
 from voucher_service.domain.programs import ProgramSpec, validate_program
@@ -94,6 +94,12 @@ def activate_program(ctx: ServiceContext, program_id: str, actor: str) -> dict[s
             _mint_pool(s, program, tiers, now)
             program.activated_at = now
         program.status = "active"
+        for open_period in s.scalars(
+            select(ProgramSuspension).where(
+                ProgramSuspension.program_id == program_id, ProgramSuspension.resumed_at.is_(None)
+            )
+        ):
+            open_period.resumed_at = now
         audit_log.record(s, actor, "program.activated", "program", program_id, {}, now)
     _clear_sold_out_gates(ctx, program_id)
     return get_program(ctx, program_id)
@@ -109,6 +115,7 @@ def suspend_program(ctx: ServiceContext, program_id: str, actor: str) -> dict[st
         if program.status != "active":
             raise InvalidState(f"Only an active programme can be suspended; this one is {program.status}.")
         program.status = "suspended"
+        s.add(ProgramSuspension(program_id=program_id, suspended_at=now))
         audit_log.record(s, actor, "program.suspended", "program", program_id, {}, now)
     return get_program(ctx, program_id)
 

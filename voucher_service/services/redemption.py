@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, cast
 
@@ -118,12 +118,15 @@ def redeem_voucher(
 
 
 def record_offline_redemption(
-    ctx: ServiceContext, session: Session, merchant_id: str, terminal_id: str, payload: Mapping[str, Any]
+    ctx: ServiceContext, session: Session, merchant_id: str, terminal_id: str, payload: Mapping[str, Any],
+    offline_rules: Callable[[Session, str, dt.datetime, int], None] | None = None,
 ) -> tuple[str, str | None, str | None]:
     """Record a redemption an offline till made, in the caller's transaction: (status, code, redemption_id).
 
     Judged as of the till's `redeemed_at` (a voucher valid then is accepted even if it has expired since);
     a voucher already redeemed gives ("conflict", "voucher_already_redeemed", None), never an exception.
+    `offline_rules(session, program_id, redeemed_at, discount_fen)` then applies the offline limits
+    (services.offline_sync) to a redemption that is otherwise sound, raising to refuse it.
     """
     try:
         req, at, voucher_id = _offline_request(payload, terminal_id)
@@ -136,6 +139,8 @@ def record_offline_redemption(
         redemption_id, receipt = _receipt(ctx, claims, merchant_id, at)
         with session.begin_nested():
             a = _assess(session, merchant_id, req, claims, at, offline=True)
+            if offline_rules is not None:
+                offline_rules(session, claims.program_id, at, a.verdict.discount_fen)
             _record(ctx, session, merchant_id, req, a, redemption_id, receipt, source="offline", claim=None)
     except VoucherAlreadyRedeemed:
         return "conflict", "voucher_already_redeemed", None

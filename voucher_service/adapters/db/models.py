@@ -105,6 +105,16 @@ class Program(Base):
     activated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class ProgramSuspension(Base):
+    """A period during which the programme was suspended (resumed_at None while it lasts): offline
+    records dated inside one are refused, since a till offline could not have known."""
+
+    __tablename__ = "program_suspensions"
+    program_id: Mapped[str] = mapped_column(ForeignKey("programs.id"), primary_key=True)
+    suspended_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, primary_key=True)
+    resumed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 class Tier(Base):
     __tablename__ = "tiers"
     program_id: Mapped[str] = mapped_column(ForeignKey("programs.id"), primary_key=True)
@@ -195,6 +205,24 @@ class HolderClaimCount(Base):
     program_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     holder_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     claimed: Mapped[int] = mapped_column(Integer)
+
+
+class HolderSessionEpoch(Base):
+    """A resident's session generation: a session token issued under an older epoch is no longer valid."""
+
+    __tablename__ = "holder_session_epochs"
+    holder_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class EndedSession(Base):
+    """A consumer session ended by its own logout; kept until the token would have expired anyway."""
+
+    __tablename__ = "ended_sessions"
+    session_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder_hash: Mapped[str] = mapped_column(String(64), index=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
 
 
 # ---------------------------------------------------------------- registry

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-02 14:12:25.904535
+Create Date: 2026-12-02 15:13:58.896429
 """
 
 from __future__ import annotations
@@ -87,11 +87,29 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("code"),
     )
     op.create_table(
+        "ended_sessions",
+        sa.Column("session_id", sa.String(length=32), nullable=False),
+        sa.Column("holder_hash", sa.String(length=64), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("session_id"),
+    )
+    with op.batch_alter_table("ended_sessions", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_ended_sessions_expires_at"), ["expires_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_ended_sessions_holder_hash"), ["holder_hash"], unique=False)
+
+    op.create_table(
         "holder_claim_counts",
         sa.Column("program_id", sa.String(length=36), nullable=False),
         sa.Column("holder_hash", sa.String(length=64), nullable=False),
         sa.Column("claimed", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("program_id", "holder_hash"),
+    )
+    op.create_table(
+        "holder_session_epochs",
+        sa.Column("holder_hash", sa.String(length=64), nullable=False),
+        sa.Column("epoch", sa.Integer(), nullable=False),
+        sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("holder_hash"),
     )
     op.create_table(
         "idempotency_records",
@@ -300,6 +318,17 @@ def upgrade() -> None:
             ["programs.id"],
         ),
         sa.PrimaryKeyConstraint("program_id", "merchant_id"),
+    )
+    op.create_table(
+        "program_suspensions",
+        sa.Column("program_id", sa.String(length=36), nullable=False),
+        sa.Column("suspended_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("resumed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["program_id"],
+            ["programs.id"],
+        ),
+        sa.PrimaryKeyConstraint("program_id", "suspended_at"),
     )
     op.create_table(
         "program_targets",
@@ -544,6 +573,7 @@ def downgrade() -> None:
 
     op.drop_table("reconciliation_items")
     op.drop_table("program_targets")
+    op.drop_table("program_suspensions")
     op.drop_table("program_merchants")
     op.drop_table("product_gtins")
     op.drop_table("suppliers")
@@ -572,7 +602,13 @@ def downgrade() -> None:
 
     op.drop_table("ledger_entries")
     op.drop_table("idempotency_records")
+    op.drop_table("holder_session_epochs")
     op.drop_table("holder_claim_counts")
+    with op.batch_alter_table("ended_sessions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_ended_sessions_holder_hash"))
+        batch_op.drop_index(batch_op.f("ix_ended_sessions_expires_at"))
+
+    op.drop_table("ended_sessions")
     op.drop_table("counties")
     op.drop_table("certified_products")
     op.drop_table("audit_seals")
