@@ -173,8 +173,10 @@ def test_no_operation_answers_a_5xx_or_anything_its_document_does_not_describe(l
     failures: list[str] = []
     seen: Counter[int] = Counter()
     ran = 0
-    for result in schema.get_all_operations():
-        operation = result.ok()
+    operations = [result.ok() for result in schema.get_all_operations()]
+    # Logging out ends the pass's session, so it goes last (its later examples are rightly 401).
+    operations.sort(key=lambda op: (op.method.upper(), op.path) == ("DELETE", "/api/v1/consumer/sessions"))
+    for operation in operations:
         schemes = _schemes(operation)
         if scheme not in schemes and not (who == "admin" and schemes == {"public"}):
             continue

@@ -57,7 +57,9 @@ def open_session(principal: Principal, body: SessionIn) -> Response:
 def end_session(principal: Principal) -> Response:
     token = request.headers.get("Authorization", "")[7:].strip()  # authenticate() checked the scheme
     credentials.end_session(service_context(), token, principal.actor)
-    return Response(status=204)
+    resp = Response(status=204)
+    del resp.headers["Content-Type"]  # no content, so no type (the document says none)
+    return resp
 
 
 def _claimant(principal: Principal, body: ClaimIn) -> issuance.Claimant:

@@ -119,6 +119,9 @@ def build_openapi() -> dict[str, Any]:
                 content = {r.content_type: {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}
             else:
                 content = {r.content_type: {}}
+            if status == 204:  # No Content has no body and no media type
+                op["responses"]["204"] = {"description": "No content"}
+                continue
             op["responses"][str(status)] = {"description": "Success", "content": content}
         for code in r.errors:
             status = codes.get(code, 400)
