@@ -100,3 +100,16 @@ def test_terminal_registration_by_the_merchant_itself_and_not_by_another(admin):
     assert problem_code(denied) == "forbidden"
     bad = a.post(f"/api/v1/merchants/{a.id}/terminals", {"terminal_id": "till-3", "public_key": {"kty": "RSA"}})
     assert problem_code(bad) == "validation_error"
+
+
+def test_suspending_again_at_the_same_instant_reopens_the_period(app, admin):
+    """Found by the lifecycle state machine: suspend, activate, suspend on one clock tick was a 500."""
+    ctx = app.extensions["voucher"]
+    instant = ctx.now()
+    ctx.clock = lambda: instant
+    pid = admin.create_program()["id"]
+    assert admin.post(f"/api/v1/programs/{pid}/suspend").status_code == 200
+    assert admin.post(f"/api/v1/programs/{pid}/activate").status_code == 200
+    resp = admin.post(f"/api/v1/programs/{pid}/suspend")
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["status"] == "suspended"

@@ -115,7 +115,12 @@ def suspend_program(ctx: ServiceContext, program_id: str, actor: str) -> dict[st
         if program.status != "active":
             raise InvalidState(f"Only an active programme can be suspended; this one is {program.status}.")
         program.status = "suspended"
-        s.add(ProgramSuspension(program_id=program_id, suspended_at=now))
+        # A suspension resumed on this same clock tick is the same period going on, not a new one.
+        period = s.get(ProgramSuspension, (program_id, now))
+        if period is None:
+            s.add(ProgramSuspension(program_id=program_id, suspended_at=now))
+        else:
+            period.resumed_at = None
         audit_log.record(s, actor, "program.suspended", "program", program_id, {}, now)
     return get_program(ctx, program_id)
 
