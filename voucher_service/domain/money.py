@@ -42,7 +42,7 @@ def _ascii_digits(s: str) -> bool:
     return s.isascii() and s.isdigit()
 
 
-def _fullwidth_to_ascii(text: str) -> str:
+def fullwidth_to_ascii(text: str) -> str:
     """Fullwidth forms (U+FF01-FF5E, what a Chinese IME types in fullwidth mode) as ASCII; nothing else."""
     return "".join(chr(ord(c) - 0xFEE0) if 0xFF01 <= ord(c) <= 0xFF5E else " " if c == "\u3000" else c
                    for c in text)
@@ -79,7 +79,7 @@ def parse_price_yuan(text: str) -> int:
     Fullwidth forms become ASCII first (a Chinese IME in fullwidth mode types them), then only ASCII digits
     count: Python's int() would also take Arabic-Indic or superscript digits, which no price is written in.
     """
-    s = _fullwidth_to_ascii(text).strip()
+    s = fullwidth_to_ascii(text).strip()
     if s.startswith("¥"):
         s = s[1:].strip()
     m = _PRICE_RE.fullmatch(s)
@@ -94,7 +94,7 @@ def parse_price_yuan(text: str) -> int:
 
 def parse_quantity(text: str) -> int:
     """A quantity typed at the till: a whole number 1-1,000,000 (ASCII or fullwidth digits); ValueError otherwise."""
-    s = _fullwidth_to_ascii(text).strip()
+    s = fullwidth_to_ascii(text).strip()
     if not _QUANTITY_RE.fullmatch(s) or int(s) > MAX_QUANTITY:
         raise ValueError(f"not a quantity of 1-{MAX_QUANTITY}: {text!r}")
     return int(s)

@@ -226,3 +226,12 @@ def run_once(
         release(ctx, started)  # nothing committed: let a retry run again
         raise
     return StoredResponse(outcome.status, outcome.body)
+
+
+def stored_answer(ctx: ServiceContext, merchant_id: str, key: str) -> StoredResponse | None:
+    """The answer a key already has, or None while it has none (unused, or still running)."""
+    with ctx.sessions() as s:
+        rec = s.get(IdempotencyRecord, (merchant_id, key))
+        if rec is None or rec.state != "done" or rec.response_status is None or rec.response_body is None:
+            return None
+        return StoredResponse(rec.response_status, bytes(rec.response_body))
