@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+ASSETS_STAMP := voucher_service/web/static/vendor/.installed
 PGURL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 export VOUCHER_TEST_PG_ADMIN_URL ?= $(PGURL)
 export VOUCHER_TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
@@ -15,7 +16,13 @@ $(STAMP): pyproject.toml merchant_sdk/pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]' -e ./merchant_sdk
 	touch $(STAMP)
 
-install: $(STAMP)
+# The pages' browser files (npm ci from the lock file) and their compiled message catalogs.
+$(ASSETS_STAMP): voucher_service/web/assets/package-lock.json scripts/web_assets.sh
+	bash scripts/web_assets.sh
+	touch $(ASSETS_STAMP)
+
+install: $(STAMP) $(ASSETS_STAMP)
+	@bash scripts/translations.sh compile
 
 # Start the local PostgreSQL and Redis when they are not already answering (CI machines have them
 # installed), and install headless Chromium for the browser tests when it is missing.
@@ -29,8 +36,11 @@ demo-db: install
 
 # The development SMS gateway: one-time codes for the demo consumers land in this file.
 run: export VOUCHER_SMS_OUTBOX ?= var/sms-outbox.jsonl
+# Without Redis (VOUCHER_REDIS_URL) one-time codes and rate limits live in one process: one worker then.
+run: WORKERS ?= $(if $(VOUCHER_REDIS_URL),2,1)
 run: demo-db
-	$(VENV)/bin/gunicorn --workers 2 --threads 4 --bind 0.0.0.0:8000 --access-logfile - 'voucher_service:create_app()'
+	@$(VENV)/bin/voucher-admin pages --base-url http://localhost:8000
+	$(VENV)/bin/gunicorn --workers $(WORKERS) --threads 8 --bind 0.0.0.0:8000 --access-logfile - 'voucher_service:create_app()'
 
 test: install services lint
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -17,14 +17,16 @@ def create_app(settings: Settings | None = None, *, start_sealer: bool | None = 
     """Build the Flask app: engine, sessions, Redis, keys, blueprints (gunicorn: 'voucher_service:create_app()')."""
     from voucher_service.api import register_api
     from voucher_service.services.context import ServiceContext
+    from voucher_service.web import register_web
 
     settings = settings or Settings.from_env()
-    app = Flask(__name__, static_folder=None)  # no pages served; web/ holds the report template
+    app = Flask(__name__, static_folder=None)  # web/ serves the pages' static files itself
     app.config["MAX_CONTENT_LENGTH"] = 8 * 1024 * 1024
     app.config["JSON_AS_ASCII"] = False
     ctx = ServiceContext.build(settings)
     app.extensions["voucher"] = ctx
     register_api(app)
+    register_web(app)
     if start_sealer if start_sealer is not None else settings.env != "test":
         _start_audit_sealer(ctx)
     return app

@@ -77,7 +77,7 @@ def run(args: list[str] | None = None, **kwargs: Any) -> int:
 
 
 # Commands of each area live in their own module and attach themselves to `main`.
-from voucher_service.cli import admin, books, registry  # noqa: E402,F401
+from voucher_service.cli import admin, books, pages, registry  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
