@@ -132,8 +132,11 @@ def login_post() -> Any:
         identity = staff.authenticate(_ctx(), username, password, client=request.remote_addr or "-")
     except VoucherServiceError as exc:
         message = _("Wrong username or password.") if exc.code == "unauthorized" else checkout_error(exc.code)
+        # A wrong password re-shows the form (200: a browser logs any 4xx page as a console error);
+        # a rate limit keeps its 429 and Retry-After.
+        status = 200 if exc.code == "unauthorized" else exc.status
         resp = Response(render_template("checkout/login.html", error=message, username=username[:64], next=nxt),
-                        status=exc.status)
+                        status=status)
         if exc.code == "rate_limited":
             resp.headers["Retry-After"] = str(getattr(exc, "retry_after", 60))
         return resp
