@@ -28,7 +28,12 @@ from voucher_service.services.context import ServiceContext
 from voucher_service.services.idempotency import StoredResponse
 from voucher_service.services.reversals import ReturnedLine
 from voucher_service.web import page_blueprint, security
-from voucher_service.web.checkout_basket import TypedBasket, basket_from_json, parse_typed_basket, redemption_body
+from voucher_service.web.checkout_basket import (
+    TypedBasket,
+    basket_from_json,
+    parse_typed_basket,
+    redemption_body,
+)
 from voucher_service.web.errors import error_text
 
 bp = page_blueprint("checkout", __name__, url_prefix="/checkout")
