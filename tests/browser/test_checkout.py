@@ -207,18 +207,17 @@ def run_wedge_checkout(till: Till, new_page: Any, lang: str) -> None:
 
 
 @pytest.fixture
-def camera_browser(till: Till, tmp_path: Path) -> Iterator[Any]:
-    """A Chromium whose camera films the QR code of a fresh voucher (Y4M file)."""
+def camera_browser(till: Till, browser: Any, tmp_path: Path) -> Iterator[Any]:
+    """A second Chromium (same Playwright) whose camera films the QR code of a fresh voucher (Y4M file)."""
     voucher_id, token = till.voucher()
     image = Image.open(io.BytesIO(qr.render(token, "png")))
     video = still_y4m(image, tmp_path / "voucher.y4m")
     flags = [*FLAGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
              f"--use-file-for-fake-video-capture={video}"]
-    with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=flags)
-        browser.voucher = (voucher_id, token)
-        yield browser
-        browser.close()
+    camera = browser.browser_type.launch(executable_path=CHROMIUM, headless=True, args=flags)
+    camera.voucher = (voucher_id, token)
+    yield camera
+    camera.close()
 
 
 def test_the_voucher_arrives_through_the_camera(till: Till, camera_browser: Any) -> None:
