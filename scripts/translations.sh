@@ -32,7 +32,7 @@ case "${1:-}" in
       --no-location --sort-output -o "$pot" "${files[@]}"
     po="$TR/$area/zh/LC_MESSAGES/messages.po"
     if [[ -f "$po" ]]; then
-      "$PYBABEL" --quiet update --no-fuzzy-matching -i "$pot" -d "$TR/$area" -l zh
+      "$PYBABEL" --quiet update --no-fuzzy-matching --ignore-obsolete -i "$pot" -d "$TR/$area" -l zh
     else
       "$PYBABEL" --quiet init -i "$pot" -d "$TR/$area" -l zh
     fi

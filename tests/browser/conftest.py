@@ -4,7 +4,8 @@ Chromium with no network, pages that fail the test on any console error, axe, sc
 Fixtures (for every area's tests/browser/test_<area>.py):
 - `live` -> LiveServer: base_url, app, ctx, admin (tests.helpers.Admin), admin_token, sms_outbox,
   sms_code(phone), url(path).
-- `browser`: one Chromium for the session.
+- `browser`: one Chromium for the session; `launch_chromium(*extra_args)` another one with extra flags,
+  e.g. `launch_chromium(*support.fake_camera_args(support.y4m_of(image, path)))` for a fake camera.
 - `new_page(width="phone"|"desktop", lang="zh"|"en")`: a fresh context and page (Accept-Language
   set); requests that leave 127.0.0.1 are aborted and fail the test, as does any console error or
   uncaught exception, checked when the test ends. `phone_page` / `desktop_page` are Chinese ones.
@@ -90,12 +91,33 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
+@pytest.fixture
+def launch_chromium(browser: Any) -> Iterator[Callable[..., Any]]:
+    """Another Chromium with extra flags (e.g. a fake camera), closed when the test ends."""
+    launched: list[Any] = []
+
+    def launch(*extra_args: str) -> Any:
+        b = browser.browser_type.launch(executable_path=CHROMIUM, headless=True, args=[*FLAGS, *extra_args])
+        launched.append(b)
+        return b
+
+    yield launch
+    for b in launched:
+        b.close()
+
+
 @dataclass
 class PageProblems:
     """What went wrong in the pages of one test (checked when it ends)."""
 
-    console_errors: list[str] = field(default_factory=list)
+    console_errors: list[tuple[str, str]] = field(default_factory=list)  # (resource url, message)
     off_site: list[str] = field(default_factory=list)
+    failed_documents: set[str] = field(default_factory=set)
+
+    def unexpected(self) -> list[str]:
+        """Console errors, less Chromium's note on a page whose own status the test looked at (a 404)."""
+        return [f"{url}: {text}" for url, text in self.console_errors
+                if not (url in self.failed_documents and text.startswith("Failed to load resource"))]
 
 
 @pytest.fixture
@@ -120,16 +142,19 @@ def new_page(browser: Any, live: LiveServer) -> Iterator[Callable[..., Any]]:
         context.route("**/*", route)
         contexts.append(context)
         page = context.new_page()
-        page.on("console", lambda msg: problems.console_errors.append(f"{page.url}: {msg.text}")
-                if msg.type == "error" else None)
-        page.on("pageerror", lambda exc: problems.console_errors.append(f"{page.url}: uncaught {exc}"))
+        page.on("console", lambda msg: problems.console_errors.append(
+            ((msg.location or {}).get("url") or page.url, msg.text)) if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: problems.console_errors.append((page.url, f"uncaught {exc}")))
+        page.on("response", lambda resp: problems.failed_documents.add(resp.url)
+                if resp.status >= 400 and resp.request.is_navigation_request() else None)
         return page
 
     yield make
     for context in contexts:
         context.close()
     assert not problems.off_site, f"requests left the machine: {problems.off_site}"
-    assert not problems.console_errors, "console errors:\n" + "\n".join(problems.console_errors)
+    errors = problems.unexpected()
+    assert not errors, "console errors:\n" + "\n".join(errors)
 
 
 @pytest.fixture

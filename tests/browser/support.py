@@ -67,3 +67,25 @@ def assert_translated(page: Any) -> None:
         if fragment in text and all(w in words for w in re.findall(r"[A-Za-z][A-Za-z'-]*", fragment)):
             left.append(fragment)
     assert not left, f"untranslated on {page.url}: {json.dumps(left, ensure_ascii=False)}"
+
+
+def y4m_of(image: Any, path: Path, width: int = 640, height: int = 480, frames: int = 10) -> Path:
+    """A Y4M video (for Chromium's --use-file-for-fake-video-capture) showing `image` centred on white."""
+    from PIL import Image
+
+    canvas = Image.new("RGB", (width, height), "white")
+    img = image.convert("RGB")
+    img.thumbnail((width - 40, height - 40))
+    canvas.paste(img, ((width - img.width) // 2, (height - img.height) // 2))
+    y, u, v = canvas.convert("YCbCr").split()
+    u = u.resize((width // 2, height // 2))
+    v = v.resize((width // 2, height // 2))
+    frame = b"FRAME\n" + y.tobytes() + u.tobytes() + v.tobytes()
+    path.write_bytes(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode() + frame * frames)
+    return path
+
+
+def fake_camera_args(video: Path) -> list[str]:
+    """Chromium flags for a camera that shows a Y4M file (see support.y4m_of), permission granted."""
+    return ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={video}"]

@@ -84,12 +84,21 @@ def test_a_code_is_sent_stored_only_hashed_and_opens_a_session(service: Any) -> 
 
 
 @pytest.mark.parametrize(
-    "phone", ["12345678901", "1391234567", "139123456789", "+1 4155550100", "一三九", ""]
+    "phone", ["12345678901", "1391234567", "139123456789", "+1 4155550100", "一三九", "",
+              "1391234567٨", "139١٢٣٤٥٦٧٨", "1391234567²"]  # digits to Python, not to a phone network
 )
 def test_numbers_that_are_not_mainland_mobiles_are_validation_errors(client: Any, phone: str) -> None:
     resp = _send(client, phone)
     assert resp.status_code == 400 and problem_code(resp) == "validation_error"
     assert [e["field"] for e in resp.get_json()["errors"]] == ["phone"]
+
+
+def test_fullwidth_digits_are_the_same_phone(service: Any) -> None:
+    """A Chinese input method may type fullwidth digits: the same number, the same holder, one limit."""
+    from voucher_service.services.consumers import normalise_phone
+
+    assert normalise_phone("１３９１２３４５６７８") == "13912345678"
+    assert normalise_phone("＋８６ １３９１２３４５６７８") == "13912345678"
 
 
 def test_a_malformed_code_is_a_validation_error_and_a_wrong_one_is_unauthorized(

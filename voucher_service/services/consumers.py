@@ -17,14 +17,16 @@ from voucher_service.services import audit_log
 from voucher_service.services.context import ServiceContext
 from voucher_service.services.credentials import issue_session
 
-MAINLAND_MOBILE_RE = re.compile(r"^1[3-9]\d{9}$")
+MAINLAND_MOBILE_RE = re.compile(r"^1[3-9][0-9]{9}$")  # ASCII digits only: \d would accept ١٢٣
 SEPARATORS_RE = re.compile(r"[\s-]")
+# A Chinese input method may type fullwidth digits and plus: the same number.
+FULLWIDTH = str.maketrans("０１２３４５６７８９＋", "0123456789+")
 SEND_WINDOW_S = 3600
 
 
 def normalise_phone(raw: str, field: str = "phone") -> str:
     """A mainland mobile number as 11 digits; '+86' / '0086' and spaces or dashes are dropped."""
-    phone = SEPARATORS_RE.sub("", raw)
+    phone = SEPARATORS_RE.sub("", raw.translate(FULLWIDTH))
     for prefix in ("+86", "0086"):
         if phone.startswith(prefix):
             phone = phone[len(prefix) :]

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from typing import Any
 
-from flask import Response, abort, flash, redirect, render_template, request, url_for
+from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
 from voucher_service.api.auth import service_context
-from voucher_service.domain.errors import RateLimited, Unauthorized, ValidationFailed
-from voucher_service.services import consumers, issuance
+from voucher_service.domain.clock import rfc3339
+from voucher_service.domain.errors import (
+    Forbidden,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    ValidationFailed,
+    VoucherServiceError,
+)
+from voucher_service.services import consumers, issuance, programs, spending
 from voucher_service.web import page_blueprint
 from voucher_service.web.errors import error_text
+from voucher_service.web.public import MARKS
 from voucher_service.web.security import (
     current_user,
     login_rate_limit,
@@ -21,6 +32,7 @@ from voucher_service.web.security import (
 )
 
 bp = page_blueprint("wallet", __name__, url_prefix="/wallet")
+CLAIM_FORM_TTL_S = 3600
 
 
 def _holder() -> str:
@@ -56,7 +68,8 @@ def send_code() -> Any:
         resp.headers["Retry-After"] = str(exc.retry_after)
         return resp
     return render_template("wallet/login.html", phone=raw, step="code",
-                           sent=_("We sent a 6-digit code by SMS. It is valid for 5 minutes."))
+                           sent=_("We sent a 6-digit code by SMS. It is valid for %(n)d minutes.",
+                                  n=max(1, service_context().settings.otp_ttl_s // 60)))
 
 
 @bp.post("/login")
@@ -65,11 +78,12 @@ def verify_code() -> Any:
     code = request.form.get("code", "").strip()[:12]
     ctx = service_context()
     try:
-        login_rate_limit("consumer", raw)
+        phone = consumers.normalise_phone(raw)
+        login_rate_limit("consumer", phone)
         if not (len(code) == 6 and code.isascii() and code.isdigit()):
             raise Unauthorized("not a code")
-        consumers.open_session(ctx, raw, code)
-        holder = consumers.phone_holder(ctx, consumers.normalise_phone(raw))
+        consumers.open_session(ctx, phone, code)
+        holder = consumers.phone_holder(ctx, phone)
     except ValidationFailed:
         return render_template("wallet/login.html", phone=raw, step="phone",
                                error=_("Enter a mainland China mobile number (11 digits).")), 400
@@ -97,7 +111,41 @@ def vouchers_page() -> str:
     from voucher_service.web.public import open_programmes
 
     vouchers = issuance.holder_vouchers(service_context(), _holder())
-    return render_template("wallet/home.html", vouchers=vouchers, programmes=open_programmes())
+    names = {p["id"]: p["name"] for p in open_programmes()}
+    return render_template("wallet/home.html", vouchers=vouchers, programmes=open_programmes(),
+                           names=names, form_id=secrets.token_urlsafe(16))
+
+
+@bp.post("/claim")
+@require_login("consumer")
+def claim() -> Any:
+    program_id = request.form.get("program_id", "")[:64]
+    tier = request.form.get("tier", "")[:32]
+    form_id = request.form.get("form_id", "")[:64]
+    ctx = service_context()
+    holder = _holder()
+    # One claim per rendered form: a double click or a resubmitted page shows the voucher it claimed.
+    once_key = f"page:claim:{hashlib.sha256(f'{holder}|{form_id}|{program_id}|{tier}'.encode()).hexdigest()[:32]}"
+    if form_id and not ctx.store.add_once(once_key, CLAIM_FORM_TTL_S):
+        earlier = ctx.store.get(once_key)
+        if earlier and earlier != b"1":
+            return redirect(url_for("wallet.voucher", voucher_id=earlier.decode()))
+        return redirect(url_for("wallet.home"))
+    catalog = current_app.extensions.setdefault("voucher_programs", issuance.ProgramCatalog())
+    metrics = current_app.extensions["voucher_metrics"]
+    try:
+        out = issuance.claim_voucher(ctx, program_id, tier, issuance.Claimant(holder, f"consumer:{holder[:16]}"),
+                                     catalog=catalog, count=metrics.count)
+    except VoucherServiceError as exc:
+        if form_id:
+            ctx.store.delete(once_key)  # nothing was claimed: the same form may try again
+        flash(error_text(exc.code), "error")
+        return redirect(url_for("wallet.home"))
+    if form_id:
+        ctx.store.set(once_key, out["voucher_id"].encode(), CLAIM_FORM_TTL_S)
+    current_app.extensions.pop("voucher_open_programmes", None)  # "left" counts changed
+    flash(_("Voucher claimed. Show this QR code at the till."), "ok")
+    return redirect(url_for("wallet.voucher", voucher_id=out["voucher_id"]))
 
 
 def _own_voucher(voucher_id: str) -> dict[str, Any]:
@@ -109,3 +157,64 @@ def _own_voucher(voucher_id: str) -> dict[str, Any]:
             return v
     abort(404)
 
+
+@bp.get("/vouchers/<voucher_id>")
+@require_login("consumer")
+def voucher(voucher_id: str) -> str:
+    v = _own_voucher(voucher_id)
+    ctx = service_context()
+    program = programs.get_program(ctx, v["program_id"], with_stats=False)
+    spend = spending.where_to_spend(ctx, v["program_id"])
+    return render_template("wallet/voucher.html", v=v, program=program, spend=spend, marks=MARKS,
+                           not_yet=v["valid_from"] is not None and v["valid_from"] > rfc3339(ctx.now()))
+
+
+@bp.get("/vouchers/<voucher_id>/qr.png")
+@require_login("consumer")
+def voucher_qr(voucher_id: str) -> Response:
+    """The voucher's QR code: the same image the API serves its holder."""
+    try:
+        image = issuance.voucher_qr(service_context(), voucher_id[:64], "png", holder_hash=_holder(),
+                                    merchant_id=None)
+    except (NotFound, Forbidden):
+        abort(404)
+    if request.if_none_match.contains(image.etag):
+        resp = Response(status=304)
+    else:
+        resp = Response(image.body, mimetype=image.content_type)
+    resp.headers["Cache-Control"] = f"private, max-age={issuance.QR_CACHE_TTL_S}"
+    resp.set_etag(image.etag)
+    return resp
+
+
+@bp.get("/vouchers/<voucher_id>/status")
+@require_login("consumer")
+def voucher_status(voucher_id: str) -> Response:
+    """The cheap status check an open voucher page polls (FastStore first; 304 when unchanged)."""
+    found = spending.voucher_status(service_context(), voucher_id[:64])
+    if found is None or found["holder_hash"] != _holder():
+        abort(404)
+    etag = hashlib.sha256(f"{found['status']}|{found['changed_at']}".encode()).hexdigest()[:16]
+    if request.if_none_match.contains(etag):
+        resp = Response(status=304)
+    else:
+        resp = jsonify({"status": found["status"], "label": status_label(found["status"])})
+    resp.headers["Cache-Control"] = "private, no-cache"
+    resp.set_etag(etag)
+    return resp
+
+
+def status_label(status: str) -> str:
+    """A voucher's status in words."""
+    labels = {
+        "issued": _("Ready to use"),
+        "redeemed": _("Used"),
+        "expired": _("Expired"),
+        "void": _("Cancelled"),
+    }
+    return labels.get(status, status)
+
+
+@bp.context_processor
+def _helpers() -> dict[str, Any]:
+    return {"status_label": status_label}

@@ -1,0 +1,149 @@
+"""Fast shared state (nonces, rate limits, sold-out gates, OTP codes, caches) in Redis.
+
+Without a Redis URL an in-process store stands in; it is for development only, since gunicorn
+workers would not share it. Nothing here is ever the only record of money.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Protocol
+
+
+class FastStore(Protocol):
+    """What the services need from Redis."""
+
+    def add_once(self, key: str, ttl_s: int) -> bool:
+        """Set `key` if absent with a TTL; True when this call set it."""
+
+    def hit(self, key: str, window_s: int) -> tuple[int, int]:
+        """Count a hit in a fixed window; return (hits so far, seconds until the window resets)."""
+
+    def get(self, key: str) -> bytes | None:
+        """Read a value."""
+
+    def set(self, key: str, value: bytes, ttl_s: int | None = None) -> None:
+        """Write a value, with an optional TTL."""
+
+    def delete(self, *keys: str) -> None:
+        """Remove keys."""
+
+    def incr(self, key: str, ttl_s: int | None = None) -> int:
+        """Increment a counter, setting a TTL when it is created."""
+
+    def ping(self) -> bool:
+        """Tell whether the store answers."""
+
+
+class RedisStore:
+    """FastStore over a redis (or Redis Cluster) client, with every key under one prefix."""
+
+    def __init__(self, client: object, prefix: str) -> None:
+        self._r = client
+        self._p = prefix
+
+    def add_once(self, key: str, ttl_s: int) -> bool:
+        return bool(self._r.set(self._p + key, b"1", nx=True, ex=ttl_s))  # type: ignore[attr-defined]
+
+    def hit(self, key: str, window_s: int) -> tuple[int, int]:
+        bucket = int(time.time()) // window_s
+        k = f"{self._p}{key}:{bucket}"
+        pipe = self._r.pipeline()  # type: ignore[attr-defined]
+        pipe.incr(k)
+        pipe.expire(k, window_s + 1)
+        count, _ = pipe.execute()
+        reset = window_s - int(time.time()) % window_s
+        return int(count), reset
+
+    def get(self, key: str) -> bytes | None:
+        return self._r.get(self._p + key)  # type: ignore[attr-defined,no-any-return]
+
+    def set(self, key: str, value: bytes, ttl_s: int | None = None) -> None:
+        self._r.set(self._p + key, value, ex=ttl_s)  # type: ignore[attr-defined]
+
+    def delete(self, *keys: str) -> None:
+        for key in keys:  # one by one: a cluster refuses multi-slot deletes
+            self._r.delete(self._p + key)  # type: ignore[attr-defined]
+
+    def incr(self, key: str, ttl_s: int | None = None) -> int:
+        value = int(self._r.incr(self._p + key))  # type: ignore[attr-defined]
+        if value == 1 and ttl_s:
+            self._r.expire(self._p + key, ttl_s)  # type: ignore[attr-defined]
+        return value
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._r.ping())  # type: ignore[attr-defined]
+        except Exception:
+            return False
+
+
+class MemoryStore:
+    """In-process FastStore for development without Redis and for unit tests."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[bytes, float | None]] = {}
+        self._lock = threading.Lock()
+
+    def _live(self, key: str) -> bytes | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        value, expires = item
+        if expires is not None and expires <= time.monotonic():
+            del self._data[key]
+            return None
+        return value
+
+    def add_once(self, key: str, ttl_s: int) -> bool:
+        with self._lock:
+            if self._live(key) is not None:
+                return False
+            self._data[key] = (b"1", time.monotonic() + ttl_s)
+            return True
+
+    def hit(self, key: str, window_s: int) -> tuple[int, int]:
+        bucket = int(time.time()) // window_s
+        count = self.incr(f"{key}:{bucket}", window_s + 1)
+        return count, window_s - int(time.time()) % window_s
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            return self._live(key)
+
+    def set(self, key: str, value: bytes, ttl_s: int | None = None) -> None:
+        with self._lock:
+            self._data[key] = (value, time.monotonic() + ttl_s if ttl_s else None)
+
+    def delete(self, *keys: str) -> None:
+        with self._lock:
+            for key in keys:
+                self._data.pop(key, None)
+
+    def incr(self, key: str, ttl_s: int | None = None) -> int:
+        with self._lock:
+            current = self._live(key)
+            value = int(current or b"0") + 1
+            expires = self._data[key][1] if current is not None else None
+            if current is None and ttl_s:
+                expires = time.monotonic() + ttl_s
+            self._data[key] = (str(value).encode(), expires)
+            return value
+
+    def ping(self) -> bool:
+        return True
+
+
+def make_store(url: str | None, prefix: str) -> FastStore:
+    """Build the store for a Redis URL (redis://, rediss://, redis+cluster://) or the in-process one."""
+    if not url:
+        return MemoryStore()
+    import redis
+    from redis.cluster import RedisCluster
+
+    if url.startswith("redis+cluster://"):
+        client: object = RedisCluster.from_url("redis://" + url.split("://", 1)[1])
+    else:
+        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
+    return RedisStore(client, prefix)

@@ -1,0 +1,241 @@
+"""ES256 voucher-signing keys and the COSE_Sign1 / Base45 token construction of the contract (§3)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+
+from voucher_service.adapters.base45 import b45decode, b45encode
+
+COSE_TAG_SIGN1 = 18
+ALG_ES256 = -7
+HDR_ALG = 1
+HDR_KID = 4
+
+
+def b64url(data: bytes) -> str:
+    """Base64url without padding, as JWK uses."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_decode(text: str) -> bytes:
+    """Decode base64url with or without padding."""
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def kid_bytes_for(public_key: ec.EllipticCurvePublicKey) -> bytes:
+    """First 8 bytes of SHA-256 over the DER SubjectPublicKeyInfo."""
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).digest()[:8]
+
+
+def public_jwk(public_key: ec.EllipticCurvePublicKey) -> dict[str, str]:
+    """The EC P-256 JWK of a public key, with its contract kid."""
+    numbers = public_key.public_numbers()
+    return {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": b64url(numbers.x.to_bytes(32, "big")),
+        "y": b64url(numbers.y.to_bytes(32, "big")),
+        "kid": b64url(kid_bytes_for(public_key)),
+        "alg": "ES256",
+        "use": "sig",
+    }
+
+
+def public_key_from_jwk(jwk: dict[str, Any]) -> ec.EllipticCurvePublicKey:
+    """Load an EC P-256 public key from a JWK; raise ValueError when it is not one."""
+    if jwk.get("kty") != "EC" or jwk.get("crv") != "P-256":
+        raise ValueError("key must be an EC P-256 JWK")
+    try:
+        x = int.from_bytes(b64url_decode(str(jwk["x"])), "big")
+        y = int.from_bytes(b64url_decode(str(jwk["y"])), "big")
+        return ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValueError(f"not a valid P-256 point: {exc}") from exc
+
+
+def sign_es256_raw(private_key: ec.EllipticCurvePrivateKey, message: bytes) -> bytes:
+    """ES256 signature as the raw 64-byte r||s that COSE uses."""
+    r, s = decode_dss_signature(private_key.sign(message, ec.ECDSA(hashes.SHA256())))
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def verify_es256_raw(public_key: ec.EllipticCurvePublicKey, message: bytes, signature: bytes) -> bool:
+    """Check a raw r||s ES256 signature."""
+    if len(signature) != 64:
+        return False
+    der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
+    try:
+        public_key.verify(der, message, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _sig_structure(protected: bytes, payload: bytes) -> bytes:
+    return cbor2.dumps(["Signature1", protected, b"", payload])
+
+
+def cose_sign1(private_key: ec.EllipticCurvePrivateKey, kid: bytes, payload: dict[int, object]) -> bytes:
+    """Build a tagged COSE_Sign1 with protected {alg: ES256, kid}."""
+    protected = cbor2.dumps({HDR_ALG: ALG_ES256, HDR_KID: kid})
+    body = cbor2.dumps(payload)
+    signature = sign_es256_raw(private_key, _sig_structure(protected, body))
+    return cbor2.dumps(cbor2.CBORTag(COSE_TAG_SIGN1, [protected, {}, body, signature]))
+
+
+@dataclass(frozen=True)
+class ParsedToken:
+    """A decoded COSE_Sign1 that has not been verified yet."""
+
+    kid: bytes
+    protected: bytes
+    payload_bytes: bytes
+    payload: object
+    signature: bytes
+
+    @property
+    def kid_b64(self) -> str:
+        return b64url(self.kid)
+
+    def verify(self, public_key: ec.EllipticCurvePublicKey) -> bool:
+        """Check the signature with the given key."""
+        return verify_es256_raw(public_key, _sig_structure(self.protected, self.payload_bytes), self.signature)
+
+
+def parse_token(text: str, prefix: str = "VC1:") -> ParsedToken:
+    """Decode `prefix + Base45(COSE_Sign1)`; raise ValueError when it is not such a token."""
+    if not isinstance(text, str) or not text.startswith(prefix):
+        raise ValueError(f"token does not start with {prefix}")
+    raw = b45decode(text[len(prefix) :])
+    try:
+        obj = cbor2.loads(raw)
+    except Exception as exc:  # cbor2 raises several types for garbage
+        raise ValueError(f"token is not CBOR: {exc}") from None
+    if isinstance(obj, cbor2.CBORTag):
+        if obj.tag != COSE_TAG_SIGN1:
+            raise ValueError("token is not a COSE_Sign1")
+        obj = obj.value
+    if not (isinstance(obj, list) and len(obj) == 4):
+        raise ValueError("COSE_Sign1 must be an array of four")
+    protected, _unprotected, payload_bytes, signature = obj
+    if not all(isinstance(x, bytes) for x in (protected, payload_bytes, signature)):
+        raise ValueError("COSE_Sign1 members have the wrong types")
+    try:
+        header = cbor2.loads(protected) if protected else {}
+        payload = cbor2.loads(payload_bytes)
+    except Exception as exc:
+        raise ValueError(f"COSE member is not CBOR: {exc}") from None
+    if not isinstance(header, dict) or header.get(HDR_ALG) != ALG_ES256:
+        raise ValueError("protected header must say ES256")
+    kid = header.get(HDR_KID)
+    if not isinstance(kid, bytes):
+        raise ValueError("protected header lacks a kid")
+    return ParsedToken(kid, protected, payload_bytes, payload, signature)
+
+
+def encode_token(
+    private_key: ec.EllipticCurvePrivateKey, kid: bytes, payload: dict[int, object], prefix: str = "VC1:"
+) -> str:
+    """Sign and encode a token: prefix + Base45(COSE_Sign1)."""
+    return prefix + b45encode(cose_sign1(private_key, kid, payload))
+
+
+def generate_private_key() -> ec.EllipticCurvePrivateKey:
+    """A fresh P-256 key."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def encrypt_private_key(key: ec.EllipticCurvePrivateKey, passphrase: str) -> bytes:
+    """PKCS8 PEM encrypted with the signing passphrase."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase.encode()),
+    )
+
+
+def decrypt_private_key(pem: bytes, passphrase: str) -> ec.EllipticCurvePrivateKey:
+    """Load an encrypted PKCS8 PEM private key."""
+    key = serialization.load_pem_private_key(pem, passphrase.encode())
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("signing key is not an EC key")
+    return key
+
+
+@dataclass
+class LoadedKey:
+    """A signing key as the process uses it."""
+
+    kid: str
+    kid_bytes: bytes
+    public_key: ec.EllipticCurvePublicKey
+    jwk: dict[str, Any]
+    status: str
+    private_key: ec.EllipticCurvePrivateKey | None = None
+
+
+class KeyRing:
+    """Keys loaded from the database: the active one signs, all published ones verify.
+
+    Reloaded when a kid is not known or after `ttl` seconds, so a rotation in another process is seen.
+    """
+
+    def __init__(self, loader: Any, passphrase: str, ttl_s: float = 30.0) -> None:
+        self._loader = loader  # callable returning list of SigningKey-like rows
+        self._passphrase = passphrase
+        self._ttl = dt.timedelta(seconds=ttl_s)
+        self._lock = threading.Lock()
+        self._keys: dict[str, LoadedKey] = {}
+        self._active: LoadedKey | None = None
+        self._loaded_at: dt.datetime | None = None
+
+    def reload(self) -> None:
+        """Read the keys again from the database."""
+        rows = self._loader()
+        keys: dict[str, LoadedKey] = {}
+        active = None
+        for row in rows:
+            pub = public_key_from_jwk(row.public_jwk)
+            loaded = LoadedKey(row.kid, b64url_decode(row.kid), pub, dict(row.public_jwk), row.status)
+            if row.status == "active":
+                loaded.private_key = decrypt_private_key(row.private_key_pem, self._passphrase)
+                active = loaded
+            keys[row.kid] = loaded
+        with self._lock:
+            self._keys, self._active = keys, active
+            self._loaded_at = dt.datetime.now(dt.UTC)
+
+    def _fresh(self) -> None:
+        now = dt.datetime.now(dt.UTC)
+        if self._loaded_at is None or now - self._loaded_at > self._ttl:
+            self.reload()
+
+    def active(self) -> LoadedKey:
+        """The key that signs now; raise RuntimeError when none is configured."""
+        self._fresh()
+        if self._active is None:
+            self.reload()
+        if self._active is None or self._active.private_key is None:
+            raise RuntimeError("no active signing key: run `voucher-admin init-db`")
+        return self._active
+
+    def find(self, kid: str) -> LoadedKey | None:
+        """The published key with this kid, reloading once if it is not known."""
+        self._fresh()
+        key = self._keys.get(kid)
+        if key is None:
+            self.reload()
+            key = self._keys.get(kid)
+        return key

@@ -1,0 +1,54 @@
+"""Requests made at most once per Idempotency-Key, whose stored answer is replayed byte for byte."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask import Response, request
+
+from voucher_service.api.auth import Principal, service_context
+from voucher_service.api.errors import problem
+from voucher_service.domain.errors import ValidationFailed, VoucherServiceError
+from voucher_service.services import idempotency
+from voucher_service.services.idempotency import IdempotencyClaim, Outcome, StoredResponse
+
+
+def _idempotency_key() -> str:
+    key = request.headers.get("Idempotency-Key")
+    if key is None or not 1 <= len(key) <= 255:
+        raise ValidationFailed(
+            "The Idempotency-Key header is required (1-255 characters).",
+            [{"field": "Idempotency-Key", "message": "required, 1-255 characters"}],
+        )
+    return key
+
+
+def _stored(answer: StoredResponse) -> Response:
+    mimetype = "application/json" if answer.status < 400 else "application/problem+json"
+    return Response(answer.body, status=answer.status, mimetype=mimetype)
+
+
+def run_idempotent(principal: Principal, action: Callable[[IdempotencyClaim], Outcome]) -> Response:
+    """Do `action` once per Idempotency-Key; replay the stored answer, byte for byte, to a repeat."""
+    ctx = service_context()
+    merchant_id = principal.merchant_id
+    assert merchant_id is not None
+    key = _idempotency_key()
+    route = f"{request.method} {request.path}"
+    started = idempotency.begin(ctx, merchant_id, key, route, request.get_data(cache=True))
+    if isinstance(started, StoredResponse):
+        return _stored(started)
+    try:
+        outcome = action(started)
+    except VoucherServiceError as exc:
+        if exc.code in idempotency.TRANSIENT_CODES:
+            idempotency.release(ctx, started)
+            raise
+        # A definite refusal: keep it, so a retry with the key gets the same answer.
+        resp = problem(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
+        idempotency.store_error(ctx, started, resp.status_code, resp.get_data())
+        return resp
+    except BaseException:
+        idempotency.release(ctx, started)  # nothing committed: let a retry run again
+        raise
+    return Response(outcome.body, status=outcome.status, mimetype="application/json")

@@ -1,0 +1,102 @@
+"""Settings from the environment; read only by create_app and the CLI."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+DEV_PASSPHRASE = "development-only-signing-passphrase"
+ENVIRONMENTS = ("development", "test", "production")
+
+
+class ConfigurationError(RuntimeError):
+    """The environment does not describe a service that may start."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service is configured with; built once from VOUCHER_* variables."""
+
+    database_url: str
+    redis_url: str | None
+    env: str
+    secret_key: str
+    signing_key_passphrase: str
+    sms_outbox: str | None
+    var_dir: Path
+    redis_prefix: str = "voucher:"
+    # Tuning knobs with safe defaults; tests shorten some of them.
+    otp_ttl_s: int = 300
+    otp_max_attempts: int = 5
+    otp_sends_per_hour: int = 5
+    session_ttl_s: int = 86_400
+    claim_rate_per_minute: int = 600
+    signature_window_s: int = 300
+    idempotency_lease_s: int = 30
+    audit_seal_interval_s: float = 1.0
+    # End-to-end tests only: a worker exits right after a redemption commits, before it replies.
+    crash_after_commit: bool = False
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        """Read the VOUCHER_* variables, filling development defaults, refusing unsafe production."""
+        env_vars = dict(os.environ if environ is None else environ)
+        env = env_vars.get("VOUCHER_ENV", "development")
+        if env not in ENVIRONMENTS:
+            raise ConfigurationError(f"VOUCHER_ENV must be one of {', '.join(ENVIRONMENTS)}, not {env!r}")
+        var_dir = Path(env_vars.get("VOUCHER_VAR_DIR", "var")).resolve()
+        database_url = env_vars.get("VOUCHER_DATABASE_URL") or f"sqlite:///{var_dir / 'voucher.sqlite3'}"
+        redis_url = env_vars.get("VOUCHER_REDIS_URL") or None
+        secret_key = env_vars.get("VOUCHER_SECRET_KEY") or ""
+        passphrase = env_vars.get("VOUCHER_SIGNING_KEY_PASSPHRASE") or ""
+        if env == "production":
+            missing = [
+                name
+                for name, value in (
+                    ("VOUCHER_REDIS_URL", redis_url),
+                    ("VOUCHER_SECRET_KEY", secret_key),
+                    ("VOUCHER_SIGNING_KEY_PASSPHRASE", passphrase),
+                )
+                if not value
+            ]
+            if missing:
+                raise ConfigurationError("production requires " + ", ".join(missing))
+            if passphrase == DEV_PASSPHRASE:
+                raise ConfigurationError("the development signing-key passphrase is refused in production")
+            if len(secret_key) < 32:
+                raise ConfigurationError("VOUCHER_SECRET_KEY must be at least 32 characters in production")
+        if not secret_key:
+            secret_key = _development_secret(var_dir)
+        if not passphrase:
+            passphrase = DEV_PASSPHRASE
+        values: dict[str, object] = dict(
+            database_url=database_url,
+            redis_url=redis_url,
+            env=env,
+            secret_key=secret_key,
+            signing_key_passphrase=passphrase,
+            sms_outbox=env_vars.get("VOUCHER_SMS_OUTBOX") or None,
+            var_dir=var_dir,
+            redis_prefix=env_vars.get("VOUCHER_REDIS_PREFIX", "voucher:"),
+            crash_after_commit=env == "test" and env_vars.get("VOUCHER_TEST_CRASH_AFTER_COMMIT") == "1",
+        )
+        if env_vars.get("VOUCHER_CLAIM_RATE_PER_MINUTE"):
+            # Load tests and benchmarks claim far faster than any one holder or platform should.
+            values["claim_rate_per_minute"] = int(env_vars["VOUCHER_CLAIM_RATE_PER_MINUTE"])
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _development_secret(var_dir: Path) -> str:
+    """Generate the development secret once and keep it under var/ so restarts keep sessions valid."""
+    var_dir.mkdir(parents=True, exist_ok=True)
+    path = var_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    return value

@@ -1,0 +1,70 @@
+"""The adapters a service function works with, handed in by create_app or the CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from voucher_service.adapters.db.engine import make_engine, make_session_factory
+from voucher_service.adapters.redis_store import FastStore, make_store
+from voucher_service.adapters.secret_box import SecretBox
+from voucher_service.adapters.signing import KeyRing
+from voucher_service.adapters.sms import SmsSender, make_sms
+from voucher_service.config import Settings
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware UTC, to the second."""
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+@dataclass
+class ServiceContext:
+    """Everything a use case needs from the outside world."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: FastStore
+    keys: KeyRing
+    sms: SmsSender
+    box: SecretBox
+    clock: Callable[[], dt.datetime] = field(default=utcnow)
+
+    @classmethod
+    def build(cls, settings: Settings) -> ServiceContext:
+        """Create the engine, session factory, store and key ring for these settings."""
+        from voucher_service.adapters.db.models import SigningKey
+
+        engine = make_engine(settings.database_url)
+        sessions = make_session_factory(engine)
+
+        # Keys may be reloaded while the same thread holds SQLite's write lock (a claim signs inside
+        # its transaction), so they are read through a reader that never takes that lock.
+        key_reader = (
+            make_session_factory(make_engine(settings.database_url, sqlite_write_lock=False))
+            if engine.dialect.name == "sqlite"
+            else sessions
+        )
+
+        def load_keys() -> list[SigningKey]:
+            with key_reader() as s:
+                return list(s.scalars(select(SigningKey).where(SigningKey.status != "expired")))
+
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            store=make_store(settings.redis_url, settings.redis_prefix),
+            keys=KeyRing(load_keys, settings.signing_key_passphrase),
+            sms=make_sms(settings.sms_outbox),
+            box=SecretBox(settings.secret_key),
+        )
+
+    def now(self) -> dt.datetime:
+        """The service's clock (tests may replace it)."""
+        return self.clock()

@@ -1,0 +1,331 @@
+"""Offline terminals: the programmes a merchant's tills need, and their uploaded journals.
+
+A journal record (docs/merchant-sdk.md, "Offline record format") is signed with the terminal's key
+and chained by hash to the one before it. Each uploaded record is judged in its own transaction,
+with the terminal's row locked so that two uploads of one terminal are judged one after the other:
+
+- already stored with the same seq and hash -> "duplicate" (with the stored code and redemption id);
+- a bad hash, a bad signature, or a link that does not continue the stored chain -> "rejected", and
+  every later record of the upload too; nothing of them is stored, so the terminal can send the
+  right records again;
+- otherwise the redemption service records it ("accepted"), finds it double-spent ("conflict",
+  kept for reconciliation) or refuses it ("rejected" with the service's code); all three are stored
+  and extend the chain, since the record itself is authentic.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from voucher_service.adapters.db.models import (
+    Enrolment,
+    OfflineRecord,
+    Program,
+    SkuMapping,
+    Terminal,
+    Tier,
+)
+from voucher_service.adapters.signing import b64url_decode, public_key_from_jwk, verify_es256_raw
+from voucher_service.domain.clock import parse_rfc3339, rfc3339
+from voucher_service.domain.errors import NotFound
+from voucher_service.services import audit_log
+from voucher_service.services.context import ServiceContext
+
+GENESIS_HASH = "0" * 64
+MAX_RECORDS_PER_UPLOAD = 500
+# Integrity verdicts: the record is not part of the terminal's chain and is not stored.
+BAD_HASH = "record_hash_mismatch"
+BAD_SIGNATURE = "bad_signature"
+CHAIN_BROKEN = "chain_broken"
+SEQ_CONFLICT = "seq_conflict"
+AFTER_REJECTED = "previous_record_rejected"
+MALFORMED = "record_malformed"
+
+
+@dataclass(frozen=True)
+class UploadedRecord:
+    """One journal record as the terminal sent it."""
+
+    seq: int
+    prev_hash: str
+    record_hash: str
+    signature: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """The verdict on one record."""
+
+    seq: int
+    status: str  # accepted | duplicate | conflict | rejected
+    code: str | None = None
+    redemption_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The per-record answer of POST /offline-redemptions."""
+        return {
+            "seq": self.seq,
+            "status": self.status,
+            "code": self.code,
+            "redemption_id": self.redemption_id,
+        }
+
+
+# ---------------------------------------------------------------- programmes for tills
+
+
+def merchant_programs(ctx: ServiceContext, merchant_id: str) -> list[dict[str, Any]]:
+    """The programmes the merchant is enrolled in, with the tiers, scope and limits a till needs."""
+    with ctx.sessions() as s:
+        programs = list(
+            s.scalars(
+                select(Program)
+                .join(Enrolment, Enrolment.program_id == Program.id)
+                .where(Enrolment.merchant_id == merchant_id)
+                .order_by(Program.starts_at, Program.id)
+            )
+        )
+        tiers: dict[str, list[Tier]] = {p.id: [] for p in programs}
+        if programs:
+            rows = s.scalars(
+                select(Tier).where(Tier.program_id.in_(list(tiers))).order_by(Tier.position, Tier.code)
+            )
+            for tier in rows:
+                tiers[tier.program_id].append(tier)
+    return [_program_json(p, tiers[p.id]) for p in programs]
+
+
+def approved_sku_mappings(ctx: ServiceContext, merchant_id: str) -> list[dict[str, str]]:
+    """The merchant's admin-approved SKU mappings, by SKU: a till resolves SKU-only lines with them."""
+    with ctx.sessions() as s:
+        rows = s.execute(
+            select(SkuMapping.sku, SkuMapping.certification_no)
+            .where(SkuMapping.merchant_id == merchant_id, SkuMapping.status == "approved")
+            .order_by(SkuMapping.sku)
+        )
+        return [{"sku": sku, "certification_no": cert} for sku, cert in rows]
+
+
+def _program_json(p: Program, tiers: Sequence[Tier]) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "name": p.name,
+        "status": p.status,
+        "starts_at": rfc3339(p.starts_at),
+        "ends_at": rfc3339(p.ends_at),
+        "timezone": p.timezone,
+        "channels": list(p.channels),
+        "tiers": [
+            {"code": t.code, "face_value_fen": t.face_value_fen, "min_spend_fen": t.min_spend_fen}
+            for t in tiers
+        ],
+        "eligibility": {
+            "certification_types": list(p.eligibility.get("certification_types") or []),
+            "county_codes": p.eligibility.get("county_codes"),
+        },
+        "offline": {
+            "max_offline_fen_per_terminal": p.max_offline_fen_per_terminal,
+            "max_offline_hours": p.max_offline_hours,
+        },
+    }
+
+
+# ---------------------------------------------------------------- the record format
+
+
+def canonical_record(seq: int, payload: Mapping[str, Any]) -> bytes:
+    """RFC 8785 (JCS) bytes of {"payload", "seq"}; raise ValueError for what JCS cannot carry (floats)."""
+    _refuse_floats(payload)
+    return json.dumps(
+        {"payload": payload, "seq": seq},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    ).encode("utf-8")
+
+
+def _refuse_floats(value: Any) -> None:
+    # Python and other JCS implementations may print a float differently; the format has none.
+    if isinstance(value, float):
+        raise ValueError("records carry no floating-point numbers")
+    if isinstance(value, Mapping):
+        for item in value.values():
+            _refuse_floats(item)
+    elif isinstance(value, list):
+        for item in value:
+            _refuse_floats(item)
+
+
+def chained_bytes(prev_hash: str, seq: int, payload: Mapping[str, Any]) -> bytes:
+    """The bytes record_hash hashes and the signature covers: prev_hash (ASCII hex), canonical record."""
+    return prev_hash.encode("ascii") + canonical_record(seq, payload)
+
+
+def integrity_problem(
+    record: UploadedRecord, prev_seq: int, prev_hash: str, public_key: ec.EllipticCurvePublicKey
+) -> str | None:
+    """None when the record is authentic and continues the chain at (prev_seq, prev_hash), else the code."""
+    if record.seq != prev_seq + 1 or record.prev_hash != prev_hash:
+        return CHAIN_BROKEN
+    try:
+        message = chained_bytes(record.prev_hash, record.seq, record.payload)
+    except (ValueError, UnicodeEncodeError):
+        return MALFORMED
+    if hashlib.sha256(message).hexdigest() != record.record_hash:
+        return BAD_HASH
+    try:
+        signature = b64url_decode(record.signature)
+    except ValueError:
+        return BAD_SIGNATURE
+    if not verify_es256_raw(public_key, message, signature):
+        return BAD_SIGNATURE
+    return None
+
+
+# ---------------------------------------------------------------- uploads
+
+
+def sync_records(
+    ctx: ServiceContext, merchant_id: str, terminal_id: str, records: Sequence[UploadedRecord], actor: str
+) -> list[RecordResult]:
+    """Judge uploaded journal records in seq order; raise NotFound when the terminal is not registered."""
+    with ctx.sessions() as s:
+        terminal = s.get(Terminal, (merchant_id, terminal_id))
+        if terminal is None:
+            raise NotFound(f"Terminal {terminal_id} is not registered for this merchant.")
+        public_key = public_key_from_jwk(terminal.public_key_jwk)
+    results: list[RecordResult] = []
+    rejected = False
+    for record in sorted(records, key=lambda r: r.seq):
+        if rejected:
+            results.append(RecordResult(record.seq, "rejected", AFTER_REJECTED))
+            continue
+        result = _judge(ctx, merchant_id, terminal_id, public_key, record, actor)
+        rejected = result.status == "rejected" and result.code in (
+            BAD_HASH,
+            BAD_SIGNATURE,
+            CHAIN_BROKEN,
+            SEQ_CONFLICT,
+            MALFORMED,
+        )
+        results.append(result)
+    return results
+
+
+def _judge(
+    ctx: ServiceContext,
+    merchant_id: str,
+    terminal_id: str,
+    public_key: ec.EllipticCurvePublicKey,
+    record: UploadedRecord,
+    actor: str,
+) -> RecordResult:
+    """Judge one record in its own transaction, the terminal's row locked."""
+    from voucher_service.services import redemption  # late: the redemption service imports much
+
+    now = ctx.now()
+    with ctx.sessions.begin() as s:
+        s.execute(
+            select(Terminal.terminal_id)
+            .where(Terminal.merchant_id == merchant_id, Terminal.terminal_id == terminal_id)
+            .with_for_update()
+        )
+        stored = s.get(OfflineRecord, (merchant_id, terminal_id, record.seq))
+        if stored is not None:
+            if stored.record_hash == record.record_hash:
+                return RecordResult(record.seq, "duplicate", stored.code, stored.redemption_id)
+            problem: str | None = SEQ_CONFLICT
+        else:
+            prev_seq, prev_hash = _chain_head(s, merchant_id, terminal_id)
+            problem = integrity_problem(record, prev_seq, prev_hash, public_key)
+        if problem is not None:
+            audit_log.record(
+                s,
+                actor,
+                "offline_record.refused",
+                "terminal",
+                f"{merchant_id}/{terminal_id}",
+                {"seq": record.seq, "record_hash": record.record_hash[:64], "code": problem},
+                now,
+            )
+            return RecordResult(record.seq, "rejected", problem)
+        status, code, redemption_id = redemption.record_offline_redemption(
+            ctx, s, merchant_id, terminal_id, record.payload
+        )
+        s.add(_stored(merchant_id, terminal_id, record, status, code, redemption_id, now))
+        audit_log.record(
+            s,
+            actor,
+            f"offline_record.{status}",
+            "terminal",
+            f"{merchant_id}/{terminal_id}",
+            {
+                "seq": record.seq,
+                "record_hash": record.record_hash,
+                "code": code,
+                "redemption_id": redemption_id,
+            },
+            now,
+        )
+        return RecordResult(record.seq, status, code, redemption_id)
+
+
+def _chain_head(s: Session, merchant_id: str, terminal_id: str) -> tuple[int, str]:
+    """The (seq, record_hash) the next record must continue: the last stored one, or the genesis."""
+    row = s.execute(
+        select(OfflineRecord.seq, OfflineRecord.record_hash)
+        .where(OfflineRecord.merchant_id == merchant_id, OfflineRecord.terminal_id == terminal_id)
+        .order_by(OfflineRecord.seq.desc())
+        .limit(1)
+    ).first()
+    return (0, GENESIS_HASH) if row is None else (int(row[0]), str(row[1]))
+
+
+def _text(value: Any, limit: int) -> str | None:
+    return value if isinstance(value, str) and len(value) <= limit else None
+
+
+def _stored(
+    merchant_id: str,
+    terminal_id: str,
+    record: UploadedRecord,
+    status: str,
+    code: str | None,
+    redemption_id: str | None,
+    now: dt.datetime,
+) -> OfflineRecord:
+    """The OfflineRecord row; fields that do not fit the columns are left empty (the payload keeps them)."""
+    payload = record.payload
+    try:
+        redeemed_at: dt.datetime | None = parse_rfc3339(str(payload.get("redeemed_at")))
+    except ValueError:
+        redeemed_at = None
+    discount = payload.get("discount_fen")
+    return OfflineRecord(
+        merchant_id=merchant_id,
+        terminal_id=terminal_id,
+        seq=record.seq,
+        record_hash=record.record_hash,
+        prev_hash=record.prev_hash,
+        voucher_id=_text(payload.get("voucher_id"), 36),
+        program_id=_text(payload.get("program_id"), 36),
+        order_id=_text(payload.get("order_id"), 128),
+        discount_fen=discount if type(discount) is int and 0 <= discount < 2**62 else 0,
+        redeemed_at=redeemed_at,
+        payload=dict(payload),
+        status=status,
+        code=code,
+        redemption_id=redemption_id,
+        received_at=now,
+    )

@@ -1,0 +1,428 @@
+"""Redeeming a voucher at checkout, exactly once, online or replayed from an offline till.
+
+Exactly once is the database's job: the voucher row moves `issued -> redeemed` with one conditional
+UPDATE, and the partial unique index on active redemptions is the second guard. The redemption, its
+lines, the revocation event, the ledger movement, the audit entry and the idempotency answer all
+commit in that one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn, cast
+
+from sqlalchemy import CursorResult, insert, select, update
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapper, Session
+
+from voucher_service.adapters.db.engine import is_postgres
+from voucher_service.adapters.db.models import (
+    CertifiedProduct,
+    Redemption,
+    RedemptionLine,
+    RevocationEvent,
+    Voucher,
+)
+from voucher_service.adapters.db.redemptions import (
+    Completion,
+    ProgramFacts,
+    RedemptionWrite,
+    VoucherFacts,
+    checkout_facts,
+    write_redemption,
+)
+from voucher_service.domain.clock import local_date, parse_rfc3339
+from voucher_service.domain.eligibility import (
+    BasketLine,
+    BasketVerdict,
+    EligibilityScope,
+    ProductSnapshot,
+    gtin14,
+    judge_basket,
+)
+from voucher_service.domain.errors import (
+    MerchantNotEnrolled,
+    NoEligibleItems,
+    ProgramNotActive,
+    ThresholdNotMet,
+    TokenInvalid,
+    ValidationFailed,
+    VoucherAlreadyRedeemed,
+    VoucherExpired,
+    VoucherNotYetValid,
+    VoucherServiceError,
+    VoucherVoid,
+)
+from voucher_service.domain.programs import window_verdict
+from voucher_service.domain.tokens import ReceiptClaims, VoucherClaims
+from voucher_service.services import audit_log, idempotency, ledger, registry
+from voucher_service.services.context import ServiceContext
+from voucher_service.services.idempotency import IdempotencyClaim, Outcome
+from voucher_service.services.redemption_records import encode_json, redemption_json
+from voucher_service.services.tokens import sign_receipt, verify_voucher_token
+
+# Which ledger bucket a voucher's face value sits in, by the status it is redeemed from.
+BUCKET_OF_STATUS = {"issued": "outstanding", "expired": "expired"}
+
+
+@dataclass(frozen=True)
+class RedemptionRequest:
+    """A checkout as the merchant describes it."""
+
+    token: str
+    order_id: str
+    channel: str
+    terminal_id: str | None
+    items: tuple[BasketLine, ...]
+
+
+@dataclass(frozen=True)
+class _Assessment:
+    claims: VoucherClaims
+    voucher: VoucherFacts
+    program: ProgramFacts
+    verdict: BasketVerdict
+    at: dt.datetime
+
+
+def preview_redemption(ctx: ServiceContext, merchant_id: str, req: RedemptionRequest) -> dict[str, Any]:
+    """Compute what a redemption would give now, writing nothing."""
+    now = ctx.now()
+    claims = verify_voucher_token(ctx, req.token)
+    with ctx.sessions() as s:
+        a = _assess(s, merchant_id, req, claims, now, offline=False)
+    r, lines = _rows(a, merchant_id, req, redemption_id="", receipt="", source="online")
+    return redemption_json(r, lines, preview=True)
+
+
+def redeem_voucher(
+    ctx: ServiceContext, merchant_id: str, req: RedemptionRequest, claim: IdempotencyClaim | None
+) -> Outcome:
+    """Redeem the voucher for this basket, once; store the answer under the claimed Idempotency-Key."""
+    now = ctx.now()
+    claims = verify_voucher_token(ctx, req.token)
+    redemption_id, receipt = _receipt(ctx, claims, merchant_id, now)
+    with ctx.sessions.begin() as s:
+        a = _assess(s, merchant_id, req, claims, now, offline=False)
+        outcome = _record(ctx, s, merchant_id, req, a, redemption_id, receipt, source="online", claim=claim)
+    if ctx.settings.env == "test" and ctx.settings.crash_after_commit:
+        # End-to-end tests kill the worker between the commit and the reply, as a crash would.
+        os._exit(1)
+    return outcome
+
+
+def record_offline_redemption(
+    ctx: ServiceContext, session: Session, merchant_id: str, terminal_id: str, payload: Mapping[str, Any]
+) -> tuple[str, str | None, str | None]:
+    """Record a redemption an offline till made, in the caller's transaction: (status, code, redemption_id).
+
+    Judged as of the till's `redeemed_at` (a voucher valid then is accepted even if it has expired since);
+    a voucher already redeemed gives ("conflict", "voucher_already_redeemed", None), never an exception.
+    """
+    try:
+        req, at, voucher_id = _offline_request(payload, terminal_id)
+        if at > ctx.now() + dt.timedelta(seconds=ctx.settings.signature_window_s):
+            raise ValidationFailed("redeemed_at is in the future.",
+                                   [{"field": "redeemed_at", "message": "is later than the server's clock"}])
+        claims = verify_voucher_token(ctx, req.token)
+        if claims.voucher_id != voucher_id:
+            raise TokenInvalid("The record's voucher_id is not the token's voucher.")
+        redemption_id, receipt = _receipt(ctx, claims, merchant_id, at)
+        with session.begin_nested():
+            a = _assess(session, merchant_id, req, claims, at, offline=True)
+            _record(ctx, session, merchant_id, req, a, redemption_id, receipt, source="offline", claim=None)
+    except VoucherAlreadyRedeemed:
+        return "conflict", "voucher_already_redeemed", None
+    except VoucherServiceError as exc:
+        return "rejected", exc.code, None
+    return "accepted", None, redemption_id
+
+
+def _receipt(
+    ctx: ServiceContext, claims: VoucherClaims, merchant_id: str, at: dt.datetime
+) -> tuple[str, str]:
+    """A new redemption id and its VR1 receipt, signed before any transaction opens: the key ring may read
+    the database, which on SQLite cannot begin while this thread holds the write lock. The discount it
+    states is the token's face value, which _assess holds to the voucher row's."""
+    redemption_id = str(uuid.uuid4())
+    moment = int(at.timestamp())
+    facts = ReceiptClaims(redemption_id, claims.voucher_id, merchant_id, claims.face_value_fen, moment)
+    return redemption_id, sign_receipt(ctx, facts)
+
+
+# ---------------------------------------------------------------- judging
+
+
+def _assess(
+    s: Session, merchant_id: str, req: RedemptionRequest, claims: VoucherClaims, at: dt.datetime, *,
+    offline: bool,
+) -> _Assessment:
+    """Check (after the token) voucher, enrolment, channel, programme and voucher state in the contract's
+    order, then judge the basket; raise the first failure."""
+    gtins = sorted({g for g in (gtin14(i.gtin) for i in req.items) if g is not None})
+    facts = checkout_facts(s, claims.voucher_id, merchant_id, gtins)
+    if facts is None or facts.voucher.program_id != claims.program_id or facts.voucher.status == "available":
+        raise TokenInvalid("The token names no issued voucher of its programme.")
+    voucher, program, channels, products = facts
+    if not _same_issuance(voucher, claims):
+        raise TokenInvalid("The token does not match this voucher's issuance (superseded or altered terms).")
+    if channels is None:
+        raise MerchantNotEnrolled("The merchant is not enrolled in this voucher's programme.")
+    if req.channel not in channels or req.channel not in program.channels:
+        raise MerchantNotEnrolled(f"The merchant is not enrolled for this programme's {req.channel} channel.")
+    _check_program(program, at, offline)
+    _check_voucher(voucher, claims, at, offline)
+    by_gtin, by_sku = _registry_snapshot(s, merchant_id, req.items, gtins, products)
+    scope = EligibilityScope.from_program(program.eligibility)
+    verdict = judge_basket(req.items, by_gtin, by_sku, scope, local_date(at, program.timezone),
+                           face_value_fen=voucher.face_value_fen, min_spend_fen=voucher.min_spend_fen)
+    lines = [v.to_json() for v in verdict.lines]
+    if not verdict.has_eligible_line:
+        raise NoEligibleItems("No line is a certified product within the programme's scope.", lines=lines)
+    if not verdict.threshold_met:
+        raise ThresholdNotMet(
+            f"The eligible total {verdict.eligible_total_fen} fen is below the minimum spend of "
+            f"{verdict.min_spend_fen} fen.", lines,
+            eligible_total_fen=verdict.eligible_total_fen, min_spend_fen=verdict.min_spend_fen,
+        )
+    return _Assessment(claims, voucher, program, verdict, at)
+
+
+def _same_issuance(voucher: VoucherFacts, claims: VoucherClaims) -> bool:
+    # A voucher issued again (new window) must not be redeemed with an older token, and the token's
+    # terms, on which the receipt is signed, must be the voucher's.
+    if voucher.expires_at is None or voucher.valid_from is None:
+        return False
+    window = (int(voucher.valid_from.timestamp()), int(voucher.expires_at.timestamp()))
+    terms = (voucher.tier_code, voucher.face_value_fen, voucher.min_spend_fen)
+    stated = (claims.tier, claims.face_value_fen, claims.min_spend_fen)
+    return window == (claims.nbf, claims.exp) and terms == stated
+
+
+def _check_program(program: ProgramFacts, at: dt.datetime, offline: bool) -> None:
+    if offline:
+        # A till offline cannot learn of a suspension; what counts is that the programme ran then.
+        activated = program.activated_at is not None and program.activated_at <= at
+        if not activated or not program.starts_at <= at <= program.ends_at:
+            raise ProgramNotActive("The programme was not running at the time of the offline redemption.")
+        return
+    why = window_verdict(program.status, program.starts_at, program.ends_at, at)
+    if why is not None:
+        raise ProgramNotActive(f"No redemptions now: {why}.")
+
+
+def _check_voucher(voucher: VoucherFacts, claims: VoucherClaims, at: dt.datetime, offline: bool) -> None:
+    assert voucher.expires_at is not None and voucher.valid_from is not None
+    if voucher.status == "void":
+        raise VoucherVoid("The voucher was voided.")
+    if voucher.status == "redeemed":
+        raise VoucherAlreadyRedeemed("The voucher was already redeemed.")
+    moment = int(at.timestamp())
+    expired_status = voucher.status == "expired" and not offline
+    if expired_status or at >= voucher.expires_at or claims.time_verdict(moment) == "voucher_expired":
+        raise VoucherExpired("The voucher has expired.")
+    if at < voucher.valid_from or claims.time_verdict(moment) == "voucher_not_yet_valid":
+        raise VoucherNotYetValid("The voucher is not valid yet.")
+    if voucher.status not in BUCKET_OF_STATUS:
+        raise TokenInvalid(f"The voucher cannot be redeemed in state {voucher.status}.")
+
+
+def _snapshot(row: Any) -> ProductSnapshot:
+    return ProductSnapshot(row.certification_no, row.certification_type, row.county_code, row.valid_from,
+                           row.valid_to, row.status)
+
+
+def _registry_snapshot(
+    s: Session, merchant_id: str, items: Iterable[BasketLine], gtins: Sequence[str],
+    prefetched: Mapping[str, Any] | None,
+) -> tuple[dict[str, ProductSnapshot], dict[str, ProductSnapshot]]:
+    """The products the basket's GTINs (unless already read with the voucher) and, for lines a GTIN does
+    not resolve, approved SKUs stand for."""
+    items = list(items)
+    if prefetched is not None:
+        found: Mapping[str, Any] = prefetched
+    else:
+        found = registry.product_snapshots_by_gtin(s, gtins) if gtins else {}
+    by_gtin = {g: _snapshot(p) for g, p in found.items()}
+    # Only lines whose GTIN is absent, or valid but unknown, fall back to the SKU mapping.
+    skus = {i.sku for i in items if i.sku is not None
+            and (i.gtin is None or (gtin14(i.gtin) is not None and gtin14(i.gtin) not in by_gtin))}
+    by_sku: dict[str, ProductSnapshot] = {}
+    if skus:
+        certification_of = registry.approved_sku_map(s, merchant_id, sorted(skus))
+        if certification_of:
+            products = {p.certification_no: _snapshot(p) for p in s.scalars(
+                select(CertifiedProduct).where(CertifiedProduct.certification_no.in_(sorted(set(certification_of.values())))))}
+            by_sku = {sku: products[no] for sku, no in certification_of.items() if no in products}
+    return by_gtin, by_sku
+
+
+# ---------------------------------------------------------------- recording
+
+
+def _rows(
+    a: _Assessment, merchant_id: str, req: RedemptionRequest, *, redemption_id: str, receipt: str, source: str
+) -> tuple[Redemption, list[RedemptionLine]]:
+    v = a.verdict
+    r = Redemption(
+        id=redemption_id, voucher_id=a.voucher.id, program_id=a.program.id, merchant_id=merchant_id,
+        order_id=req.order_id, channel=req.channel, terminal_id=req.terminal_id,
+        order_total_fen=v.order_total_fen, eligible_total_fen=v.eligible_total_fen,
+        discount_fen=v.discount_fen, clawed_back_fen=0, status="active", redeemed_at=a.at, receipt=receipt,
+        source=source,
+    )
+    lines = [
+        RedemptionLine(
+            redemption_id=redemption_id, index=lv.index, gtin=item.gtin, sku=item.sku, name=item.name,
+            quantity=item.quantity, unit_price_fen=item.unit_price_fen, line_total_fen=lv.line_total_fen,
+            eligible=lv.eligible, reason=lv.reason, certification_no=lv.certification_no,
+            county_code=lv.county_code, discount_share_fen=lv.discount_share_fen, returned_quantity=0,
+        )
+        for lv, item in zip(v.lines, req.items, strict=True)
+    ]
+    return r, lines
+
+
+def _record(
+    ctx: ServiceContext, s: Session, merchant_id: str, req: RedemptionRequest, a: _Assessment,
+    redemption_id: str, receipt: str, *, source: str, claim: IdempotencyClaim | None,
+) -> Outcome:
+    """Take the voucher and write everything of the redemption in the session's transaction."""
+    now = ctx.now()
+    r, lines = _rows(a, merchant_id, req, redemption_id=redemption_id, receipt=receipt, source=source)
+    payload = redemption_json(r, lines)
+    body = encode_json(payload)
+    allowed = ("issued", "expired") if source == "offline" else ("issued",)
+    facts = {"voucher_id": a.voucher.id, "order_id": req.order_id, "discount_fen": a.verdict.discount_fen,
+             "channel": req.channel, "terminal_id": req.terminal_id, "source": source}
+    actor = f"merchant:{merchant_id}"
+    if is_postgres(s):
+        _write_in_one_statement(s, RedemptionWrite(r, lines, allowed, now, actor, facts, _completion(claim, body)))
+        return Outcome(201, payload, body)
+    if claim is not None:
+        idempotency.complete(s, claim, 201, body)  # first: a lost lease stops us before any effect
+    from_status = _take_voucher(s, a.voucher.id, allowed, a.at, now)
+    try:  # bulk inserts: the hot path skips the unit of work's bookkeeping
+        s.execute(insert(Redemption), [_column_values(r)])
+    except IntegrityError:  # the partial unique index: another active redemption of this voucher
+        raise VoucherAlreadyRedeemed("The voucher was already redeemed.") from None
+    s.execute(insert(RedemptionLine), [_column_values(x) for x in lines])
+    event = {"program_id": a.program.id, "voucher_id": a.voucher.id, "kind": "redeemed", "created_at": now}
+    s.execute(insert(RevocationEvent).values(**event))
+    ledger.move(s, program_id=a.program.id, kind="redeem", from_bucket=BUCKET_OF_STATUS[from_status],
+                to_bucket="redeemed", amount_fen=a.verdict.discount_fen, at=now, voucher_id=a.voucher.id,
+                ref=redemption_id)
+    audit_log.record(s, actor, "redemption.created", "redemption", redemption_id, facts, now)
+    return Outcome(201, payload, body)
+
+
+def _completion(claim: IdempotencyClaim | None, body: bytes) -> Completion | None:
+    if claim is None:
+        return None
+    return Completion(claim.merchant_id, claim.key, claim.locked_until, 201, body)
+
+
+def _write_in_one_statement(s: Session, w: RedemptionWrite) -> None:
+    """PostgreSQL: every write of the redemption in one round trip; raise what the ORM path raises."""
+    try:
+        written = write_redemption(s, w)
+    except IntegrityError as exc:  # the partial unique index: another active redemption of this voucher
+        if "uq_redemptions_active_voucher" not in str(exc.orig):
+            raise
+        raise VoucherAlreadyRedeemed("The voucher was already redeemed.") from None
+    if not written.finished:
+        raise idempotency.lease_lost()
+    if written.from_status is None:
+        _refusal(s, w.redemption.voucher_id)
+
+
+def _column_values(row: Redemption | RedemptionLine) -> dict[str, Any]:
+    mapper: Mapper[Any] = sa_inspect(type(row))
+    return {attr.key: getattr(row, attr.key) for attr in mapper.column_attrs}
+
+
+def _take_voucher(
+    s: Session, voucher_id: str, allowed: Sequence[str], at: dt.datetime, now: dt.datetime
+) -> str:
+    """Move the voucher to `redeemed` from one of the allowed states; return which. The conditional UPDATE
+    is what makes redemption exactly-once under any concurrency."""
+    for status in allowed:
+        result = s.execute(
+            update(Voucher)
+            # A recycled voucher's value is back in its tier's pool: taking it again would spend it twice.
+            .where(Voucher.id == voucher_id, Voucher.status == status, Voucher.expires_at > at,
+                   Voucher.recycled_at.is_(None))
+            .values(status="redeemed", status_changed_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        taken = cast(CursorResult[Any], result).rowcount
+        if taken == 1:
+            return status
+    _refusal(s, voucher_id)
+
+
+def _refusal(s: Session, voucher_id: str) -> NoReturn:
+    """Raise why the voucher could not be taken, as it stands now (a fresh read, after our UPDATE)."""
+    current, recycled_at = s.execute(
+        select(Voucher.status, Voucher.recycled_at).where(Voucher.id == voucher_id)).one()
+    if current == "redeemed":
+        raise VoucherAlreadyRedeemed("The voucher was already redeemed.")
+    if recycled_at is not None:
+        # An offline till spent it before it expired, but its value has since gone back to the pool
+        # and may be spent again: a double spend for reconciliation, not a plain refusal.
+        raise VoucherAlreadyRedeemed("The voucher expired and its value was recycled to the pool.")
+    if current == "void":
+        raise VoucherVoid("The voucher was voided.")
+    raise VoucherExpired("The voucher has expired.")
+
+
+# ---------------------------------------------------------------- offline records
+
+
+def _bad(field: str, message: str) -> ValidationFailed:
+    errors = [{"field": field, "message": message}]
+    return ValidationFailed(f"The offline record's {field} {message}.", errors)
+
+
+def _offline_request(
+    payload: Mapping[str, Any], terminal_id: str
+) -> tuple[RedemptionRequest, dt.datetime, str]:
+    """Check an offline record's fields; raise ValidationFailed naming the first bad one."""
+
+    token, order_id, voucher_id = payload.get("token"), payload.get("order_id"), payload.get("voucher_id")
+    if not isinstance(token, str) or not token:
+        raise _bad("token", "must be text")
+    if not isinstance(order_id, str) or not 1 <= len(order_id) <= 128:
+        raise _bad("order_id", "must be 1-128 characters")
+    if not isinstance(voucher_id, str):
+        raise _bad("voucher_id", "must be text")
+    try:
+        at = parse_rfc3339(str(payload.get("redeemed_at"))).replace(microsecond=0)
+    except ValueError:
+        raise _bad("redeemed_at", "must be an RFC 3339 time") from None
+    items = payload.get("items")
+    if not isinstance(items, list) or not 1 <= len(items) <= 200:
+        raise _bad("items", "must be a list of 1-200 lines")
+    lines = tuple(_basket_line(i, item) for i, item in enumerate(items))
+    return RedemptionRequest(token, order_id, "offline", terminal_id, lines), at, voucher_id
+
+
+def _basket_line(i: int, item: Any) -> BasketLine:
+    if not isinstance(item, Mapping):
+        raise _bad(f"items.{i}", "must be an object")
+    gtin, sku, name = item.get("gtin"), item.get("sku"), item.get("name")
+    qty, price = item.get("quantity"), item.get("unit_price_fen")
+    if gtin is None and sku is None:
+        raise _bad(f"items.{i}", "needs a gtin or a sku")
+    for field, value, limit in (("gtin", gtin, 14), ("sku", sku, 64), ("name", name, 200)):
+        if value is not None and (not isinstance(value, str) or not value or len(value) > limit):
+            raise _bad(f"items.{i}.{field}", f"must be 1-{limit} characters")
+    for field, value, low in (("quantity", qty, 1), ("unit_price_fen", price, 0)):
+        if type(value) is not int or value < low:
+            raise _bad(f"items.{i}.{field}", f"must be an integer of at least {low}")
+    return BasketLine(gtin=gtin, sku=sku, quantity=qty, unit_price_fen=price, name=name)  # type: ignore[arg-type]

@@ -1,0 +1,67 @@
+"""Pages people use (CONTRACT §8), server-rendered by the same app, and the reconciliation report template.
+
+`register_web(app)` (called by create_app) sets up languages, security headers, CSRF and the page
+blueprints of each area, one module each: public (`/`, `/check`), wallet, checkout, console. An area
+module exposes `bp`, made with `page_blueprint()`; a module that is not there yet is skipped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import mimetypes
+from pathlib import Path
+
+from flask import Blueprint, Flask, Response, g
+
+from voucher_service.web import i18n, security
+from voucher_service.web.errors import register_page_errors
+
+AREAS = ("public", "wallet", "checkout", "console")
+WEB_DIR = Path(__file__).parent
+STATIC_MAX_AGE_S = 3600
+
+mimetypes.add_type("application/wasm", ".wasm")
+
+
+def page_blueprint(name: str, import_name: str, url_prefix: str | None = None) -> Blueprint:
+    """A blueprint of pages: templates from web/templates, HTML error pages, headers, CSRF."""
+    bp = Blueprint(name, import_name, url_prefix=url_prefix)
+    register_page_errors(bp)
+    return bp
+
+
+def _static_blueprint() -> Blueprint:
+    bp = Blueprint("web_static", __name__, static_folder=str(WEB_DIR / "static"), static_url_path="/static")
+    return bp
+
+
+def register_web(app: Flask) -> None:
+    """Attach the pages to the app."""
+    app.template_folder = str(WEB_DIR / "templates")
+    settings = app.extensions["voucher"].settings
+    app.secret_key = app.secret_key or settings.secret_key  # flash messages (signed cookie)
+    app.config.update(SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SECURE=settings.env == "production")
+    app.config.setdefault("SEND_FILE_MAX_AGE_DEFAULT", STATIC_MAX_AGE_S)
+    i18n.install(app)
+    app.jinja_env.globals["csrf_token"] = security.csrf_token
+    app.jinja_env.globals["current_user"] = security.current_user
+    names = {"web_static"}
+    app.register_blueprint(_static_blueprint())
+    for area in AREAS:
+        try:
+            module = importlib.import_module(f"voucher_service.web.{area}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"voucher_service.web.{area}":
+                continue  # that area is not built (yet)
+            raise
+        app.register_blueprint(module.bp)
+        names.add(module.bp.name)
+    app.extensions["voucher_web_blueprints"] = names
+    security.install(app, names)
+
+    @app.after_request
+    def _lang_cookie(resp: Response) -> Response:
+        if g.get("page_lang_chosen"):
+            i18n.remember_choice(resp)
+        return resp

@@ -1,0 +1,206 @@
+"""The resident's wallet: log in by SMS code, claim, my vouchers, one voucher as a QR, live status."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+
+from voucher_service.api.auth import service_context
+from voucher_service.domain.clock import rfc3339
+from voucher_service.domain.errors import (
+    Forbidden,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    ValidationFailed,
+    VoucherServiceError,
+)
+from voucher_service.services import consumers, issuance, programs, spending
+from voucher_service.web import page_blueprint
+from voucher_service.web.errors import error_text
+from voucher_service.web.public import MARKS
+from voucher_service.web.security import (
+    current_user,
+    login_rate_limit,
+    login_user,
+    logout_user,
+    require_login,
+)
+
+bp = page_blueprint("wallet", __name__, url_prefix="/wallet")
+
+
+def _holder() -> str:
+    user = current_user("consumer")
+    assert user is not None
+    return user.subject
+
+
+@bp.get("/")
+def home() -> Any:
+    if current_user("consumer") is None:
+        return redirect(url_for("wallet.login"))
+    return vouchers_page()
+
+
+@bp.get("/login")
+def login() -> str:
+    return render_template("wallet/login.html", phone=request.args.get("phone", "")[:20], step="phone")
+
+
+@bp.post("/login/code")
+def send_code() -> Any:
+    raw = request.form.get("phone", "")[:40]
+    try:
+        login_rate_limit("consumer-otp", per_ip=30, window_s=300)
+        consumers.send_code(service_context(), raw)
+    except ValidationFailed:
+        return render_template("wallet/login.html", phone=raw, step="phone",
+                               error=_("Enter a mainland China mobile number (11 digits).")), 400
+    except RateLimited as exc:
+        resp = Response(render_template("wallet/login.html", phone=raw, step="phone",
+                                        error=error_text("rate_limited")), 429)
+        resp.headers["Retry-After"] = str(exc.retry_after)
+        return resp
+    return render_template("wallet/login.html", phone=raw, step="code",
+                           sent=_("We sent a 6-digit code by SMS. It is valid for %(n)d minutes.",
+                                  n=max(1, service_context().settings.otp_ttl_s // 60)))
+
+
+@bp.post("/login")
+def verify_code() -> Any:
+    raw = request.form.get("phone", "")[:40]
+    code = request.form.get("code", "").strip()[:12]
+    ctx = service_context()
+    try:
+        phone = consumers.normalise_phone(raw)
+        login_rate_limit("consumer", phone)
+        if not (len(code) == 6 and code.isascii() and code.isdigit()):
+            raise Unauthorized("not a code")
+        consumers.open_session(ctx, phone, code)
+        holder = consumers.phone_holder(ctx, phone)
+    except ValidationFailed:
+        return render_template("wallet/login.html", phone=raw, step="phone",
+                               error=_("Enter a mainland China mobile number (11 digits).")), 400
+    except Unauthorized:
+        return render_template("wallet/login.html", phone=raw, step="code",
+                               error=_("That code is wrong or has expired. Check the SMS or ask for a new code.")), 401
+    except RateLimited as exc:
+        resp = Response(render_template("wallet/login.html", phone=raw, step="code",
+                                        error=error_text("rate_limited")), 429)
+        resp.headers["Retry-After"] = str(exc.retry_after)
+        return resp
+    login_user("consumer", holder)
+    return redirect(url_for("wallet.home"))
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    logout_user()
+    flash(_("You are logged out."), "ok")
+    return redirect(url_for("wallet.login"))
+
+
+@require_login("consumer")
+def vouchers_page() -> str:
+    from voucher_service.web.public import open_programmes
+
+    vouchers = issuance.holder_vouchers(service_context(), _holder())
+    names = {p["id"]: p["name"] for p in open_programmes()}
+    return render_template("wallet/home.html", vouchers=vouchers, programmes=open_programmes(),
+                           names=names, now=service_context().now())
+
+
+@bp.post("/claim")
+@require_login("consumer")
+def claim() -> Any:
+    program_id = request.form.get("program_id", "")[:64]
+    tier = request.form.get("tier", "")[:32]
+    ctx = service_context()
+    holder = _holder()
+    catalog = current_app.extensions.setdefault("voucher_programs", issuance.ProgramCatalog())
+    metrics = current_app.extensions["voucher_metrics"]
+    try:
+        out = issuance.claim_voucher(ctx, program_id, tier, issuance.Claimant(holder, f"consumer:{holder[:16]}"),
+                                     catalog=catalog, count=metrics.count)
+    except VoucherServiceError as exc:
+        flash(error_text(exc.code), "error")
+        return redirect(url_for("wallet.home"))
+    current_app.extensions.pop("voucher_open_programmes", None)  # "left" counts changed
+    flash(_("Voucher claimed. Show this QR code at the till."), "ok")
+    return redirect(url_for("wallet.voucher", voucher_id=out["voucher_id"]))
+
+
+def _own_voucher(voucher_id: str) -> dict[str, Any]:
+    """The holder's own voucher, or 404 (someone else's voucher is not there for this holder)."""
+    if len(voucher_id) > 64:
+        abort(404)
+    for v in issuance.holder_vouchers(service_context(), _holder()):
+        if v["voucher_id"] == voucher_id:
+            return v
+    abort(404)
+
+
+@bp.get("/vouchers/<voucher_id>")
+@require_login("consumer")
+def voucher(voucher_id: str) -> str:
+    v = _own_voucher(voucher_id)
+    ctx = service_context()
+    program = programs.get_program(ctx, v["program_id"], with_stats=False)
+    spend = spending.where_to_spend(ctx, v["program_id"])
+    return render_template("wallet/voucher.html", v=v, program=program, spend=spend, marks=MARKS,
+                           not_yet=v["valid_from"] is not None and v["valid_from"] > rfc3339(ctx.now()))
+
+
+@bp.get("/vouchers/<voucher_id>/qr.png")
+@require_login("consumer")
+def voucher_qr(voucher_id: str) -> Response:
+    """The voucher's QR code: the same image the API serves its holder."""
+    try:
+        image = issuance.voucher_qr(service_context(), voucher_id[:64], "png", holder_hash=_holder(),
+                                    merchant_id=None)
+    except (NotFound, Forbidden):
+        abort(404)
+    if request.if_none_match.contains(image.etag):
+        resp = Response(status=304)
+    else:
+        resp = Response(image.body, mimetype=image.content_type)
+    resp.headers["Cache-Control"] = f"private, max-age={issuance.QR_CACHE_TTL_S}"
+    resp.set_etag(image.etag)
+    return resp
+
+
+@bp.get("/vouchers/<voucher_id>/status")
+@require_login("consumer")
+def voucher_status(voucher_id: str) -> Response:
+    """The cheap status check an open voucher page polls (FastStore first; 304 when unchanged)."""
+    found = spending.voucher_status(service_context(), voucher_id[:64])
+    if found is None or found["holder_hash"] != _holder():
+        abort(404)
+    etag = hashlib.sha256(f"{found['status']}|{found['changed_at']}".encode()).hexdigest()[:16]
+    if request.if_none_match.contains(etag):
+        resp = Response(status=304)
+    else:
+        resp = jsonify({"status": found["status"], "label": status_label(found["status"])})
+    resp.headers["Cache-Control"] = "private, no-cache"
+    resp.set_etag(etag)
+    return resp
+
+
+def status_label(status: str) -> str:
+    """A voucher's status in words."""
+    labels = {
+        "issued": _("Ready to use"),
+        "redeemed": _("Used"),
+        "expired": _("Expired"),
+        "void": _("Cancelled"),
+    }
+    return labels.get(status, status)
+
+
+@bp.context_processor
+def _helpers() -> dict[str, Any]:
+    return {"status_label": status_label}
