@@ -128,3 +128,27 @@ def test_another_merchants_receipt_is_forbidden(app: Any, admin: Admin) -> None:
     assert rid not in client.get("/checkout/today").get_data(as_text=True)
     with ctx.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Redemption)) == 1
+
+
+def test_a_refused_redemption_says_why_and_the_corrected_basket_gets_a_new_key(app: Any, admin: Admin) -> None:
+    ctx = app.extensions["voucher"]
+    gtin = certified_gtin(ctx)
+    program = admin.create_program()
+    shop = admin.create_merchant("A", enrol_in=program["id"])
+    client, csrf = logged_in_cashier(app, shop.id, "refused-till")
+    key = KEY_RE.search(client.get("/checkout/?lang=en").get_data(as_text=True)).group(1)  # type: ignore[union-attr]
+    voucher_id, token = issue_test_voucher(ctx, program["id"], "T50", holder="refused")
+    small = json.dumps({"token": token, "lines": [{"gtin": gtin, "quantity": "1", "price": "99.00"}]})
+    resp = client.post("/checkout/redeem", data={"csrf_token": csrf, "key": key, "basket": small})
+    page = resp.get_data(as_text=True)
+    assert resp.status_code == 422 and "below the voucher&#39;s minimum spend" in page
+    new_key = KEY_RE.search(page).group(1)  # type: ignore[union-attr]
+    assert new_key != key and f'value="{new_key}"' in client.get("/checkout/").get_data(as_text=True)
+    # The same refused form again is answered the same, from the store (nothing redeemed).
+    again = client.post("/checkout/redeem", data={"csrf_token": csrf, "key": key, "basket": small})
+    assert again.status_code == 422
+    enough = json.dumps({"token": token, "lines": [{"gtin": gtin, "quantity": "2", "price": "99.00"}]})
+    done = client.post("/checkout/redeem", data={"csrf_token": csrf, "key": new_key, "basket": enough})
+    assert done.status_code == 303
+    with ctx.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Redemption).where(Redemption.voucher_id == voucher_id)) == 1

@@ -23,7 +23,15 @@ from voucher_service.adapters import qr
 from voucher_service.api.idempotent import problem_bytes
 from voucher_service.domain.clock import day_bounds, local_date
 from voucher_service.domain.errors import IdempotencyInProgress, VoucherServiceError
-from voucher_service.services import idempotency, merchants, redemption, redemption_records, reversals, staff
+from voucher_service.services import (
+    idempotency,
+    merchants,
+    redemption,
+    redemption_records,
+    registry_queries,
+    reversals,
+    staff,
+)
 from voucher_service.services.context import ServiceContext
 from voucher_service.services.idempotency import StoredResponse
 from voucher_service.services.reversals import ReturnedLine
@@ -236,7 +244,8 @@ def basket() -> Any:
         except VoucherServiceError as exc:
             code = exc.code
             lines = exc.extra.get("lines")
-    html = render_template("checkout/_basket.html", basket=typed, preview=preview, code=code,
+    names = registry_queries.product_names(_ctx(), [line.gtin for line in typed.lines if line.gtin])
+    html = render_template("checkout/_basket.html", basket=typed, preview=preview, code=code, names=names,
                            verdicts={v["index"]: v for v in lines or []}, error_text=checkout_error)
     return Response(json.dumps({"html": html, "redeemable": preview is not None}), mimetype="application/json")
 
@@ -301,7 +310,8 @@ def receipt(redemption_id: str) -> Any:
     r = _own_redemption(redemption_id)
     msg = request.args.get("msg", "")
     notice = checkout_error(msg) if re.fullmatch(r"[a-z_]{1,40}", msg) else None
-    return render_template("checkout/receipt.html", r=r, notice=notice, notice_ok=msg == "returned",
+    names = registry_queries.product_names(_ctx(), [line["gtin"] for line in r["lines"] if line["gtin"]])
+    return render_template("checkout/receipt.html", r=r, notice=notice, notice_ok=msg == "returned", names=names,
                            return_key="rev-" + secrets.token_urlsafe(24),
                            is_current=redemption_id == _receipt_id(idempotency.stored_answer(
                                _ctx(), _cashier().merchant_id, current_checkout_key())))
