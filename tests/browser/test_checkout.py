@@ -181,6 +181,8 @@ def run_wedge_checkout(till: Till, new_page: Any, lang: str) -> None:
     again = page.request.post(live.url("/checkout/redeem"), form=fields, max_redirects=0)
     assert again.status == 303 and again.headers["location"].endswith(receipt_url.split("/checkout")[1])
     assert redemptions_of(live, voucher_id) == 1
+    listed = till.a.caller.get("/api/v1/redemptions").get_json()["redemptions"]
+    assert [r["voucher_id"] for r in listed].count(voucher_id) == 1  # the API sees the one redemption too
 
     # Returns by line: one unit of the certified line back leaves 180.00 >= 150.00, the discount holds.
     page.fill("#qty-0", "1")

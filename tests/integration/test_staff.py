@@ -221,3 +221,13 @@ def test_the_demo_creates_a_cashier_for_each_merchant_whose_login_works(
         assert f"username {cashier['username']} password {cashier['password']}" in out.output
         who = staff.authenticate(ctx, cashier["username"], cashier["password"], client="demo-test")
         assert who.merchant_id == cashier["merchant_id"]
+
+
+def test_create_staff_prompts_twice_for_the_password_by_default(
+    admin: Admin, ctx: ServiceContext, sqlite_settings: Settings
+) -> None:
+    m = admin.create_merchant()
+    out = CliRunner().invoke(cli, ["create-staff", "--merchant", m.id, "--username", "till-10"],
+                             input=f"{PASSWORD}\n{PASSWORD}\n", env=cli_env(sqlite_settings))
+    assert out.exit_code == 0, out.output
+    assert staff.authenticate(ctx, "till-10", PASSWORD, client="cli-test").username == "till-10"

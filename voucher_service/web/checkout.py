@@ -312,9 +312,7 @@ def receipt(redemption_id: str) -> Any:
     notice = checkout_error(msg) if re.fullmatch(r"[a-z_]{1,40}", msg) else None
     names = registry_queries.product_names(_ctx(), [line["gtin"] for line in r["lines"] if line["gtin"]])
     return render_template("checkout/receipt.html", r=r, notice=notice, notice_ok=msg == "returned", names=names,
-                           return_key="rev-" + secrets.token_urlsafe(24),
-                           is_current=redemption_id == _receipt_id(idempotency.stored_answer(
-                               _ctx(), _cashier().merchant_id, current_checkout_key())))
+                           return_key="rev-" + secrets.token_urlsafe(24))
 
 
 @bp.get("/receipts/<redemption_id>/receipt.svg")
