@@ -35,6 +35,10 @@ class Settings:
     claim_rate_per_minute: int = 600
     signature_window_s: int = 300
     idempotency_lease_s: int = 30
+    # Staff (cashier) logins: attempts per username and per client address in a fixed window.
+    staff_login_attempts: int = 10
+    staff_login_attempts_per_client: int = 100
+    staff_login_window_s: int = 900
     audit_seal_interval_s: float = 1.0
     # End-to-end tests only: a worker exits right after a redemption commits, before it replies.
     crash_after_commit: bool = False

@@ -28,27 +28,19 @@ def _stored(answer: StoredResponse) -> Response:
     return Response(answer.body, status=answer.status, mimetype=mimetype)
 
 
+def problem_bytes(exc: VoucherServiceError) -> tuple[int, bytes]:
+    """A refusal as the problem+json answer stored for its Idempotency-Key."""
+    resp = problem(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
+    return resp.status_code, resp.get_data()
+
+
 def run_idempotent(principal: Principal, action: Callable[[IdempotencyClaim], Outcome]) -> Response:
     """Do `action` once per Idempotency-Key; replay the stored answer, byte for byte, to a repeat."""
-    ctx = service_context()
     merchant_id = principal.merchant_id
     assert merchant_id is not None
     key = _idempotency_key()
     route = f"{request.method} {request.path}"
-    started = idempotency.begin(ctx, merchant_id, key, route, request.get_data(cache=True))
-    if isinstance(started, StoredResponse):
-        return _stored(started)
-    try:
-        outcome = action(started)
-    except VoucherServiceError as exc:
-        if exc.code in idempotency.TRANSIENT_CODES:
-            idempotency.release(ctx, started)
-            raise
-        # A definite refusal: keep it, so a retry with the key gets the same answer.
-        resp = problem(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
-        idempotency.store_error(ctx, started, resp.status_code, resp.get_data())
-        return resp
-    except BaseException:
-        idempotency.release(ctx, started)  # nothing committed: let a retry run again
-        raise
-    return Response(outcome.body, status=outcome.status, mimetype="application/json")
+    answer = idempotency.run_once(
+        service_context(), merchant_id, key, route, request.get_data(cache=True), action, problem_bytes
+    )
+    return _stored(answer)

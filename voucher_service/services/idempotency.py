@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -196,3 +197,41 @@ def release(ctx: ServiceContext, claim: IdempotencyClaim) -> None:
             )
             .execution_options(synchronize_session=False)
         )
+
+
+def run_once(
+    ctx: ServiceContext, merchant_id: str, key: str, route: str, raw_body: bytes,
+    action: Callable[[IdempotencyClaim], Outcome],
+    refusal: Callable[[VoucherServiceError], tuple[int, bytes]],
+) -> StoredResponse:
+    """Do `action` once per (merchant, key); a repeat gets the first answer, byte for byte.
+
+    A definite refusal is stored too (as `refusal` renders it), so a retry with the key gets the same
+    failure; transient failures and crashes release the key so a retry can run again. The API and the
+    checkout page both redeem and reverse through here.
+    """
+    started = begin(ctx, merchant_id, key, route, raw_body)
+    if isinstance(started, StoredResponse):
+        return started
+    try:
+        outcome = action(started)
+    except VoucherServiceError as exc:
+        if exc.code in TRANSIENT_CODES:
+            release(ctx, started)
+            raise
+        status, body = refusal(exc)
+        store_error(ctx, started, status, body)
+        return StoredResponse(status, body)
+    except BaseException:
+        release(ctx, started)  # nothing committed: let a retry run again
+        raise
+    return StoredResponse(outcome.status, outcome.body)
+
+
+def stored_answer(ctx: ServiceContext, merchant_id: str, key: str) -> StoredResponse | None:
+    """The answer a key already has, or None while it has none (unused, or still running)."""
+    with ctx.sessions() as s:
+        rec = s.get(IdempotencyRecord, (merchant_id, key))
+        if rec is None or rec.state != "done" or rec.response_status is None or rec.response_body is None:
+            return None
+        return StoredResponse(rec.response_status, bytes(rec.response_body))
