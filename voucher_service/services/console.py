@@ -52,7 +52,7 @@ def dashboard(ctx: ServiceContext, program_id: str) -> dict[str, Any]:
     books = audit.program_books(ctx, program_id)
     tz = program["timezone"]
     with ctx.sessions() as s:
-        tiers = {t.code: {"code": t.code, "face_value_fen": t.face_value_fen, "quantity": t.quantity,
+        tiers: dict[str, dict[str, Any]] = {t.code: {"code": t.code, "face_value_fen": t.face_value_fen, "quantity": t.quantity,
                           "claimed": 0, "redeemed": 0, "claimed_fen": 0, "redeemed_fen": 0, "remaining": 0}
                  for t in s.scalars(select(Tier).where(Tier.program_id == program_id).order_by(Tier.position))}
         rows = s.execute(

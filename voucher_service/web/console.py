@@ -14,7 +14,18 @@ import functools
 import json
 from typing import Any, cast
 
-from flask import Response, current_app, flash, g, jsonify, redirect, render_template, request, send_file, url_for
+from flask import (
+    Response,
+    current_app,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
 from flask_babel import gettext as _
 from pydantic import ValidationError
 
