@@ -104,6 +104,8 @@ def test_dashboard_shows_a_redemption_made_through_the_api(new_page: Any, books:
         if lang == "zh":
             assert_translated(page)
         check_axe(page)
+        if lang == "zh" and path == "/console/merchants":
+            screenshot(page, "console-merchants")
     page.goto(live.url("/console/audit"))
     assert page.locator("#audit-verdict.ok").is_visible()
     if lang == "zh":
