@@ -39,6 +39,10 @@ class Settings:
     # are answered 503 (sign again): covers merchant clocks running a little fast.
     nonce_epoch_margin_s: int = 2
     idempotency_lease_s: int = 6  # renewed while the request runs; a dead request's lapses
+    # Staff (cashier) logins: attempts per username and per client address in a fixed window.
+    staff_login_attempts: int = 10
+    staff_login_attempts_per_client: int = 100
+    staff_login_window_s: int = 900
     audit_seal_interval_s: float = 1.0
     # scrypt cost (n, with r=8, p=1) of newly encrypted signing keys; only tests lower it.
     signing_key_scrypt_n: int = 2**15

@@ -13,12 +13,15 @@ from voucher_service.api.admin_schemas import (
     ProgramIn,
     ProgramList,
     ProgramOut,
+    StaffIn,
+    StaffList,
+    StaffOut,
     TerminalIn,
     TerminalOut,
 )
 from voucher_service.api.auth import Principal, service_context
 from voucher_service.api.routing import endpoint, json_response
-from voucher_service.services import credentials, merchants, programs
+from voucher_service.services import credentials, merchants, programs, staff
 
 bp = Blueprint("admin", __name__, url_prefix="/api/v1")
 AUTH_ERRORS = ("unauthorized", "forbidden")
@@ -95,3 +98,29 @@ def register_terminal(principal: Principal, merchant_id: str, body: TerminalIn) 
         service_context(), merchant_id, body.terminal_id, body.public_key, principal.actor, principal.merchant_id
     )
     return json_response(out, 201 if created else 200)
+
+
+@endpoint(bp, "/merchants/<merchant_id>/staff", "POST", auth="admin_or_merchant",
+          summary="Create a staff account (a cashier) of the merchant; the answer never holds the password",
+          body=StaffIn, responses={201: StaffOut},
+          errors=(*AUTH_ERRORS, "validation_error", "not_found", "conflict"))
+def create_staff(principal: Principal, merchant_id: str, body: StaffIn) -> Response:
+    out = staff.create_staff(service_context(), merchant_id, body.username, body.password, principal.actor,
+                             principal.merchant_id)
+    return json_response(out, 201)
+
+
+@endpoint(bp, "/merchants/<merchant_id>/staff", "GET", auth="admin_or_merchant",
+          summary="The merchant's staff accounts", responses={200: StaffList},
+          errors=(*AUTH_ERRORS, "not_found"))
+def list_staff(principal: Principal, merchant_id: str) -> Response:
+    return json_response({"staff": staff.list_staff(service_context(), merchant_id, principal.merchant_id)})
+
+
+@endpoint(bp, "/merchants/<merchant_id>/staff/<staff_id>/disable", "POST", auth="admin_or_merchant",
+          summary="Disable a staff account (its page sessions end too)", responses={200: StaffOut},
+          errors=(*AUTH_ERRORS, "not_found"))
+def disable_staff(principal: Principal, merchant_id: str, staff_id: str) -> Response:
+    return json_response(
+        staff.disable_staff(service_context(), merchant_id, staff_id, principal.actor, principal.merchant_id)
+    )

@@ -148,3 +148,22 @@ class TerminalOut(BaseModel):
     terminal_id: str
     public_key: dict[str, Any]
     created_at: str
+
+
+class StaffIn(Strict):
+    username: StrictStr = Field(min_length=1, max_length=256,
+                                description="3-64 of [a-z0-9._-] after NFKC and casefolding; unique across merchants")
+    password: StrictStr = Field(min_length=1, max_length=256, description="10-256 characters, no control characters")
+
+
+class StaffOut(BaseModel):
+    id: str
+    merchant_id: str
+    username: str
+    created_at: str
+    disabled: bool
+    disabled_at: str | None = None
+
+
+class StaffList(BaseModel):
+    staff: list[StaffOut]

@@ -11,7 +11,6 @@ from voucher_service.api.auth import Principal, service_context
 from voucher_service.api.errors import problem
 from voucher_service.domain.errors import ValidationFailed, VoucherServiceError
 from voucher_service.services import idempotency
-from voucher_service.services.context import ServiceContext
 from voucher_service.services.idempotency import IdempotencyClaim, Outcome, StoredResponse
 
 log = logging.getLogger(__name__)
@@ -32,37 +31,19 @@ def _stored(answer: StoredResponse) -> Response:
     return Response(answer.body, status=answer.status, mimetype=mimetype)
 
 
+def problem_bytes(exc: VoucherServiceError) -> tuple[int, bytes]:
+    """A refusal as the problem+json answer stored for its Idempotency-Key."""
+    resp = problem(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
+    return resp.status_code, resp.get_data()
+
+
 def run_idempotent(principal: Principal, action: Callable[[IdempotencyClaim], Outcome]) -> Response:
     """Do `action` once per Idempotency-Key; replay the stored answer, byte for byte, to a repeat."""
-    ctx = service_context()
     merchant_id = principal.merchant_id
     assert merchant_id is not None
     key = _idempotency_key()
     route = f"{request.method} {request.path}"
-    started = idempotency.begin(ctx, merchant_id, key, route, request.get_data(cache=True))
-    if isinstance(started, StoredResponse):
-        return _stored(started)
-    with idempotency.kept_alive(ctx, started):  # renewed while the action runs, never after
-        try:
-            outcome = action(started)
-        except VoucherServiceError as exc:
-            if exc.code in idempotency.TRANSIENT_CODES:
-                _release(ctx, started)
-                raise
-            # A definite refusal: keep it, so a retry with the key gets the same answer.
-            resp = problem(exc.status, exc.code, exc.title, exc.detail, **exc.extra)
-            idempotency.store_error(ctx, started, resp.status_code, resp.get_data())
-            return resp
-        except BaseException:
-            _release(ctx, started)  # nothing committed: let a retry run again
-            raise
-    return Response(outcome.body, status=outcome.status, mimetype="application/json")
-
-
-def _release(ctx: ServiceContext, claim: IdempotencyClaim) -> None:
-    """Release the key, at best: when the database is gone too, the lease (no longer renewed) lapses
-    within one lease instead, and the original failure is what the client hears."""
-    try:
-        idempotency.release(ctx, claim)
-    except Exception:
-        log.warning("could not release Idempotency-Key %r; its lease will lapse", claim.key, exc_info=True)
+    answer = idempotency.run_once(
+        service_context(), merchant_id, key, route, request.get_data(cache=True), action, problem_bytes
+    )
+    return _stored(answer)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from voucher_service.cli import CliState, main, pass_state
@@ -36,6 +38,40 @@ def demo(state: CliState, if_empty: bool, scale: float) -> None:
     for m in out["merchants"]:
         kind = "platform" if m["platform"] else "/".join(m["channels"])
         click.echo(f"merchant {m['id']} ({m['name']}, {kind}) api_secret: {m['api_secret']}")
+    for c in out["cashiers"]:
+        click.echo(f"cashier of {c['merchant_id']} ({c['merchant_name']}) at /checkout: "
+                   f"username {c['username']} password {c['password']}")
     click.echo(f"demo consumers (log in by SMS code): {', '.join(c['phone'] for c in out['consumers'])}")
     click.echo(f"written to {out['path']} (demo only: it holds secrets)")
     click.echo(f"admin_token: {out['admin_token']}")
+
+
+@main.command("create-staff")
+@click.option("--merchant", "merchant_id", required=True, help="The merchant the staff member works for.")
+@click.option("--username", required=True, help="3-64 of a-z, 0-9, '.', '_', '-' (normalised: NFKC, lower case).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+@click.option("--generate-password", is_flag=True, help="Generate a password and print it as the last line.")
+@pass_state
+def create_staff(state: CliState, merchant_id: str, username: str, password_stdin: bool,
+                 generate_password: bool) -> None:
+    """Create a staff account (a cashier who logs in to /checkout); without a flag, prompt for its password."""
+    from voucher_service.domain.errors import VoucherServiceError
+    from voucher_service.services import staff
+
+    if password_stdin and generate_password:
+        raise click.UsageError("give at most one of --password-stdin and --generate-password")
+    if generate_password:
+        password = staff.generate_password()
+    elif password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    try:
+        out = staff.create_staff(state.ctx, merchant_id, username, password, actor="cli:create-staff")
+    except VoucherServiceError as exc:
+        problems = "; ".join(f"{e['field']}: {e['message']}" for e in exc.extra.get("errors", []))
+        raise click.ClickException(f"{exc.detail} {problems}".strip()) from None
+    click.echo(f"staff {out['id']} {out['username']} of merchant {out['merchant_id']} created")
+    if generate_password:
+        click.echo("password (shown once):")
+        click.echo(password)

@@ -229,3 +229,15 @@ def _where(s: Session, program_id: str) -> list[str]:
             f"the voucher's face value is {face} fen"
         )
     return found
+
+
+def program_books(ctx: ServiceContext, program_id: str) -> ProgramBooks:
+    """One programme's budget identity as the audit computes it (read only: nothing is sealed)."""
+    with ctx.sessions.begin() as s:
+        if s.get_bind().dialect.name == "postgresql":
+            s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        if s.get(Program, program_id) is None:
+            raise NotFound(f"No programme {program_id}.")
+        (books,) = _books(s, program_id)
+        _check(books)
+    return books

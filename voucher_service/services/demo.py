@@ -2,7 +2,8 @@
 
 Shenzhen's Longgang district is paired with counties of Baise and Hechi in Guangxi; its programme
 gives 50-off-150 and 20-off-60 vouchers for certified products from those counties. The demo opens
-today for about 90 days, so it works whenever it is seeded.
+today for about 90 days, so it works whenever it is seeded. Each merchant gets a demo cashier (a
+staff account for /checkout) with a generated password, written to demo.json with the other secrets.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy import select
 from voucher_service.adapters.db.models import Program
 from voucher_service.domain.clock import day_bounds, local_date
 from voucher_service.domain.programs import ProgramSpec, TierSpec
-from voucher_service.services import issuance, merchants, programs
+from voucher_service.services import issuance, merchants, programs, staff
 from voucher_service.services.consumers import phone_holder
 from voucher_service.services.context import ServiceContext
 from voucher_service.services.credentials import create_admin_token
@@ -41,6 +42,8 @@ MERCHANTS = (
     ("天虹超市（深圳连锁）", ("online", "offline"), False),
     ("深圳消费帮扶电商平台", ("online",), True),
 )
+# One demo cashier per merchant (same order), for the /checkout page.
+CASHIERS = ("huarun-cashier", "mango-cashier", "tianhong-cashier", "platform-cashier")
 # Fictitious demo consumers (13800138xxx is the well-known test range).
 DEMO_PHONES = ("13800138000", "13800138001", "13800138002")
 PLATFORM_USERS = ("demo-user-1", "demo-user-2")
@@ -94,11 +97,14 @@ def seed_demo(ctx: ServiceContext, *, scale: float = 1.0, out_path: Path | None 
     registry, registry_note = import_demo_registry(ctx)
     program = programs.create_program(ctx, demo_spec(ctx.now(), scale), ACTOR)
     pid = program["id"]
-    shops = []
-    for name, channels, platform in MERCHANTS:
+    shops, cashiers = [], []
+    for (name, channels, platform), username in zip(MERCHANTS, CASHIERS, strict=True):
         m = merchants.create_merchant(ctx, name, list(channels), platform, ACTOR)
         merchants.enrol_merchant(ctx, pid, m["id"], ACTOR)
         shops.append({k: m[k] for k in ("id", "name", "channels", "platform", "api_secret")})
+        password = staff.generate_password()
+        staff.create_staff(ctx, m["id"], username, password, ACTOR)
+        cashiers.append({"merchant_id": m["id"], "merchant_name": name, "username": username, "password": password})
     programs.activate_program(ctx, pid, ACTOR)
     catalog = issuance.ProgramCatalog()
     consumers = []
@@ -119,6 +125,7 @@ def seed_demo(ctx: ServiceContext, *, scale: float = 1.0, out_path: Path | None 
         "admin_token": create_admin_token(ctx, "demo"),
         "merchants": shops,
         "consumers": consumers,
+        "cashiers": cashiers,
         "platform_claims": platform_claims,
         "registry": registry,
         "registry_note": registry_note,

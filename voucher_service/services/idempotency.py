@@ -24,7 +24,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -333,3 +333,51 @@ def kept_alive(ctx: ServiceContext, claim: IdempotencyClaim) -> Iterator[Idempot
         yield claim
     finally:
         k.drop(claim)
+
+
+def run_once(
+    ctx: ServiceContext, merchant_id: str, key: str, route: str, raw_body: bytes,
+    action: Callable[[IdempotencyClaim], Outcome],
+    refusal: Callable[[VoucherServiceError], tuple[int, bytes]],
+) -> StoredResponse:
+    """Do `action` once per (merchant, key); a repeat gets the first answer, byte for byte.
+
+    A definite refusal is stored too (as `refusal` renders it), so a retry with the key gets the same
+    failure; transient failures and crashes release the key so a retry can run again. The API and the
+    checkout page both redeem and reverse through here.
+    """
+    started = begin(ctx, merchant_id, key, route, raw_body)
+    if isinstance(started, StoredResponse):
+        return started
+    with kept_alive(ctx, started):  # renewed while the action runs, never after
+        try:
+            outcome = action(started)
+        except VoucherServiceError as exc:
+            if exc.code in TRANSIENT_CODES:
+                release_at_best(ctx, started)
+                raise
+            status, body = refusal(exc)
+            store_error(ctx, started, status, body)
+            return StoredResponse(status, body)
+        except BaseException:
+            release_at_best(ctx, started)  # nothing committed: let a retry run again
+            raise
+    return StoredResponse(outcome.status, outcome.body)
+
+
+def release_at_best(ctx: ServiceContext, claim: IdempotencyClaim) -> None:
+    """Release the key, at best: when the database is gone too, the lease (no longer renewed) lapses
+    within one lease instead, and the original failure is what the client hears."""
+    try:
+        release(ctx, claim)
+    except Exception:
+        log.warning("could not release Idempotency-Key %r; its lease will lapse", claim.key, exc_info=True)
+
+
+def stored_answer(ctx: ServiceContext, merchant_id: str, key: str) -> StoredResponse | None:
+    """The answer a key already has, or None while it has none (unused, or still running)."""
+    with ctx.sessions() as s:
+        rec = s.get(IdempotencyRecord, (merchant_id, key))
+        if rec is None or rec.state != "done" or rec.response_status is None or rec.response_body is None:
+            return None
+        return StoredResponse(rec.response_status, bytes(rec.response_body))

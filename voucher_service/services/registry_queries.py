@@ -111,3 +111,22 @@ def registry_snapshot(ctx: ServiceContext, since: int = 0) -> dict[str, Any]:
             stmt = stmt.where(CertifiedProduct.registry_seq > since)
         products = [product_json(r, r["supplier_name"] or "") for r in s.execute(stmt).mappings()]
     return {"version": version, "since": since, "products": products}
+
+
+def product_names(ctx: ServiceContext, gtins: list[str]) -> dict[str, str]:
+    """The registered product name of each valid GTIN given (in one query), keyed by the GTIN as given."""
+    wanted: dict[str, list[str]] = {}
+    for g in gtins[:500]:
+        try:
+            wanted.setdefault(normalise_gtin(g), []).append(g)
+        except ValueError:
+            continue
+    if not wanted:
+        return {}
+    with ctx.sessions() as s:
+        rows = s.execute(
+            select(ProductGtin.gtin, CertifiedProduct.product_name)
+            .join(CertifiedProduct, CertifiedProduct.certification_no == ProductGtin.certification_no)
+            .where(ProductGtin.gtin.in_(list(wanted)))
+        ).all()
+    return {given: str(name) for gtin, name in rows for given in wanted.get(gtin, [])}

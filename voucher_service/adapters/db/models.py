@@ -147,6 +147,19 @@ class Merchant(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
 
+class StaffAccount(Base):
+    """A merchant's staff member (a cashier) who logs in to the checkout page."""
+
+    __tablename__ = "staff_accounts"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    # NFKC + casefold, [a-z0-9._-]; unique across merchants, so a cashier logs in with it alone.
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))  # argon2id, parameters in the string
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 class Enrolment(Base):
     __tablename__ = "program_merchants"
     program_id: Mapped[str] = mapped_column(ForeignKey("programs.id"), primary_key=True)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-02 15:13:58.896429
+Create Date: 2026-12-02 16:00:58.405618
 """
 
 from __future__ import annotations
@@ -395,6 +395,24 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("merchant_id", "sku"),
     )
     op.create_table(
+        "staff_accounts",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("merchant_id", sa.String(length=40), nullable=False),
+        sa.Column("username", sa.String(length=64), nullable=False),
+        sa.Column("password_hash", sa.String(length=200), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["merchant_id"],
+            ["merchants.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("username"),
+    )
+    with op.batch_alter_table("staff_accounts", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_staff_accounts_merchant_id"), ["merchant_id"], unique=False)
+
+    op.create_table(
         "terminals",
         sa.Column("merchant_id", sa.String(length=40), nullable=False),
         sa.Column("terminal_id", sa.String(length=64), nullable=False),
@@ -566,6 +584,10 @@ def downgrade() -> None:
     op.drop_table("vouchers")
     op.drop_table("tiers")
     op.drop_table("terminals")
+    with op.batch_alter_table("staff_accounts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_staff_accounts_merchant_id"))
+
+    op.drop_table("staff_accounts")
     op.drop_table("sku_mappings")
     op.drop_table("settlements")
     with op.batch_alter_table("reconciliation_items", schema=None) as batch_op:
