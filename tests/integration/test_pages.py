@@ -165,3 +165,37 @@ def test_a_claim_form_sent_twice_claims_once_and_shows_that_voucher(app, ctx, ad
     other_tier = client.post("/wallet/claim", data={**form, "tier": "T20"})  # another button of that page
     assert other_tier.headers["Location"] != first.headers["Location"]
     assert len(issuance.holder_vouchers(ctx, phone_holder(ctx, PHONE))) == 2
+
+
+def test_the_cached_status_of_an_open_voucher_page_follows_a_redemption_and_a_return_at_once(app, ctx, admin):
+    """The status is served from the FastStore for 30 s, yet a redemption (and a whole return) shows at
+    the next poll: the services bump the voucher's generation after they commit."""
+    import datetime as dt
+
+    from voucher_service.domain.clock import local_date
+    from voucher_service.domain.registry_generator import generate_registry, registry_csv
+    from voucher_service.services import registry
+
+    rows = generate_registry(seed=7)
+    today = local_date(dt.datetime.now(dt.UTC)).isoformat()
+    ok = next(r for r in rows if r[11] == "active" and r[9] <= today <= r[10])
+    registry.import_products(ctx, registry_csv([ok]), "test")
+    program = admin.create_program()
+    shop = admin.create_merchant(enrol_in=program["id"])
+    client = app.test_client()
+    log_in(client, ctx)
+    out = issuance.claim_voucher(ctx, program["id"], "T50", issuance.Claimant(phone_holder(ctx, PHONE), "test"))
+    url = f"/wallet/vouchers/{out['voucher_id']}/status"
+    first = client.get(url)
+    assert first.get_json()["status"] == "issued"
+    assert client.get(url, headers={"If-None-Match": first.headers["ETag"]}).status_code == 304
+    items = [{"gtin": ok[8].split("|")[0], "name": "x", "quantity": 2, "unit_price_fen": 9000}]
+    redeemed = shop.post("/api/v1/redemptions", {"token": out["token"], "order_id": "O-1", "channel": "offline",
+                                                 "items": items}, headers={"Idempotency-Key": "k-1"})
+    assert redeemed.status_code == 201, redeemed.get_json()
+    after = client.get(url, headers={"If-None-Match": first.headers["ETag"]})
+    assert after.status_code == 200 and after.get_json() == {"status": "redeemed", "label": "已使用"}
+    back = shop.post(f"/api/v1/redemptions/{redeemed.get_json()['redemption_id']}/reversals", {},
+                     headers={"Idempotency-Key": "k-2"})
+    assert back.status_code == 201, back.get_json()
+    assert client.get(url).get_json()["status"] == "issued"  # returned in full: the voucher is usable again

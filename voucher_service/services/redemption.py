@@ -60,7 +60,7 @@ from voucher_service.domain.errors import (
 )
 from voucher_service.domain.programs import window_verdict
 from voucher_service.domain.tokens import ReceiptClaims, VoucherClaims
-from voucher_service.services import audit_log, idempotency, ledger, registry
+from voucher_service.services import audit_log, idempotency, ledger, registry, voucher_status
 from voucher_service.services.context import ServiceContext
 from voucher_service.services.idempotency import IdempotencyClaim, Outcome
 from voucher_service.services.redemption_records import encode_json, redemption_json
@@ -110,6 +110,7 @@ def redeem_voucher(
     with ctx.sessions.begin() as s:
         a = _assess(s, merchant_id, req, claims, now, offline=False)
         outcome = _record(ctx, s, merchant_id, req, a, redemption_id, receipt, source="online", claim=claim)
+    voucher_status.status_changed(ctx, claims.voucher_id)  # an open voucher page shows it at once
     if ctx.settings.env == "test" and ctx.settings.crash_after_commit:
         # End-to-end tests kill the worker between the commit and the reply, as a crash would.
         os._exit(1)

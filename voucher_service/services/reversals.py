@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from voucher_service.adapters.db.models import Redemption, RedemptionLine, Reversal, RevocationEvent, Voucher
 from voucher_service.domain.eligibility import remaining_eligible_total_fen, reversal_clawback_fen
 from voucher_service.domain.errors import Forbidden, InvalidState, NotFound, ValidationFailed
-from voucher_service.services import audit_log, idempotency, ledger
+from voucher_service.services import audit_log, idempotency, ledger, voucher_status
 from voucher_service.services.context import ServiceContext
 from voucher_service.services.idempotency import IdempotencyClaim, Outcome
 from voucher_service.services.redemption_records import encode_json
@@ -80,6 +80,7 @@ def reverse_redemption(
             "voucher_status": voucher.status,
         }
         body = encode_json(payload)
+        voucher_id = voucher.id
         if claim is not None:
             idempotency.complete(s, claim, 201, body)
         audit_log.record(
@@ -97,6 +98,8 @@ def reverse_redemption(
             },
             now,
         )
+    if clawback:
+        voucher_status.status_changed(ctx, voucher_id)  # back to its holder: pages show it
     return Outcome(201, payload, body)
 
 

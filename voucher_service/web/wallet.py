@@ -19,10 +19,10 @@ from voucher_service.domain.errors import (
     ValidationFailed,
     VoucherServiceError,
 )
-from voucher_service.services import consumers, issuance, programs, spending
+from voucher_service.services import consumers, issuance, programs, spending, voucher_status
 from voucher_service.web import page_blueprint
 from voucher_service.web.errors import error_text
-from voucher_service.web.public import MARKS
+from voucher_service.web.public import mark_label
 from voucher_service.web.security import (
     current_user,
     login_rate_limit,
@@ -57,7 +57,8 @@ def login() -> str:
 def send_code() -> Any:
     raw = request.form.get("phone", "")[:40]
     try:
-        login_rate_limit("consumer-otp", per_ip=30, window_s=300)
+        # Residents share addresses (carrier NAT): the per-number limits of the service do the real work.
+        login_rate_limit("consumer-otp", per_ip=300, window_s=300)
         consumers.send_code(service_context(), raw)
     except ValidationFailed:
         return render_template("wallet/login.html", phone=raw, step="phone",
@@ -79,7 +80,7 @@ def verify_code() -> Any:
     ctx = service_context()
     try:
         phone = consumers.normalise_phone(raw)
-        login_rate_limit("consumer", phone)
+        login_rate_limit("consumer", phone, per_ip=300)
         if not (len(code) == 6 and code.isascii() and code.isdigit()):
             raise Unauthorized("not a code")
         consumers.open_session(ctx, phone, code)
@@ -165,7 +166,7 @@ def voucher(voucher_id: str) -> str:
     ctx = service_context()
     program = programs.get_program(ctx, v["program_id"], with_stats=False)
     spend = spending.where_to_spend(ctx, v["program_id"])
-    return render_template("wallet/voucher.html", v=v, program=program, spend=spend, marks=MARKS,
+    return render_template("wallet/voucher.html", v=v, program=program, spend=spend, mark_label=mark_label,
                            not_yet=v["valid_from"] is not None and v["valid_from"] > rfc3339(ctx.now()))
 
 
@@ -187,11 +188,11 @@ def voucher_qr(voucher_id: str) -> Response:
     return resp
 
 
-@bp.get("/vouchers/<voucher_id>/status")
+@bp.get("/vouchers/<voucher_id>/status", endpoint="voucher_status")
 @require_login("consumer")
-def voucher_status(voucher_id: str) -> Response:
+def status(voucher_id: str) -> Response:
     """The cheap status check an open voucher page polls (FastStore first; 304 when unchanged)."""
-    found = spending.voucher_status(service_context(), voucher_id[:64])
+    found = voucher_status.voucher_status(service_context(), voucher_id[:64])
     if found is None or found["holder_hash"] != _holder():
         abort(404)
     etag = hashlib.sha256(f"{found['status']}|{found['changed_at']}".encode()).hexdigest()[:16]
