@@ -81,9 +81,7 @@ def _zone(name: str | None) -> dt.tzinfo:
         ) from None
 
 
-def _certification_reason(
-    product: Mapping[str, Any], today: str, types: Any, counties: Any
-) -> str | None:
+def _certification_reason(product: Mapping[str, Any], today: str, types: Any, counties: Any) -> str | None:
     """None when the product counts on `today` (ISO date) in the programme's scope, else why not."""
     if product.get("status") == "revoked":
         return "certification_revoked"
@@ -172,7 +170,9 @@ class OfflineTerminal:
         mappings = [
             m
             for m in enrolment.get("sku_mappings") or []
-            if isinstance(m, dict) and isinstance(m.get("sku"), str) and isinstance(m.get("certification_no"), str)
+            if isinstance(m, dict)
+            and isinstance(m.get("sku"), str)
+            and isinstance(m.get("certification_no"), str)
         ]
         revocations = {
             p["id"]: self.client.revocations(p["id"], since=self.journal.revocation_version(p["id"]))

@@ -22,7 +22,9 @@ from voucher_service.services.context import ServiceContext
 from voucher_service.services.credentials import create_admin_token
 from voucher_service.services.keys import ensure_signing_keys
 
-PG_ADMIN_URL = os.environ.get("VOUCHER_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "VOUCHER_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_URL = os.environ.get("VOUCHER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 

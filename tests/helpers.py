@@ -38,7 +38,13 @@ def program_body(**overrides: Any) -> dict[str, Any]:
 
 
 def merchant_headers(
-    merchant_id: str, secret: str, method: str, path: str, body: bytes, *, nonce: str | None = None,
+    merchant_id: str,
+    secret: str,
+    method: str,
+    path: str,
+    body: bytes,
+    *,
+    nonce: str | None = None,
     timestamp: int | None = None,
 ) -> dict[str, str]:
     """The four signature headers for a request."""
@@ -61,7 +67,9 @@ class MerchantCaller:
         self.id = merchant_id
         self.secret = secret
 
-    def request(self, method: str, path: str, payload: Any = None, headers: dict[str, str] | None = None) -> Any:
+    def request(
+        self, method: str, path: str, payload: Any = None, headers: dict[str, str] | None = None
+    ) -> Any:
         body = b"" if payload is None else json.dumps(payload, ensure_ascii=False).encode()
         h = merchant_headers(self.id, self.secret, method, path, body)
         h.update(headers or {})
@@ -98,10 +106,15 @@ class Admin:
         return program
 
     def create_merchant(
-        self, name: str = "巴马特产店", channels: tuple[str, ...] = ("online", "offline"), platform: bool = False,
+        self,
+        name: str = "巴马特产店",
+        channels: tuple[str, ...] = ("online", "offline"),
+        platform: bool = False,
         enrol_in: str | None = None,
     ) -> MerchantCaller:
-        resp = self.post("/api/v1/merchants", {"name": name, "channels": list(channels), "platform": platform})
+        resp = self.post(
+            "/api/v1/merchants", {"name": name, "channels": list(channels), "platform": platform}
+        )
         assert resp.status_code == 201, resp.get_json()
         m = resp.get_json()
         if enrol_in:
@@ -152,18 +165,38 @@ def issue_test_voucher(
     ctx.keys.active()  # load the keys first: on SQLite the key ring cannot read inside our write transaction
     with ctx.sessions.begin() as s:
         program = s.get(Program, program_id)
-        voucher = s.scalars(select(Voucher).where(Voucher.program_id == program_id, Voucher.tier_code == tier,
-                                                  Voucher.status == "available").limit(1)).first()
+        voucher = s.scalars(
+            select(Voucher)
+            .where(Voucher.program_id == program_id, Voucher.tier_code == tier, Voucher.status == "available")
+            .limit(1)
+        ).first()
         assert program is not None and voucher is not None, "no available voucher of that tier"
         start = valid_from or now
         end = expires_at or min(start + dt.timedelta(days=program.voucher_validity_days), program.ends_at)
-        token, kid = sign_voucher(ctx, voucher_id=voucher.id, program_id=program_id, tier=tier,
-                                  face_value_fen=voucher.face_value_fen, min_spend_fen=voucher.min_spend_fen,
-                                  issued_at=now, valid_from=start, expires_at=end)
+        token, kid = sign_voucher(
+            ctx,
+            voucher_id=voucher.id,
+            program_id=program_id,
+            tier=tier,
+            face_value_fen=voucher.face_value_fen,
+            min_spend_fen=voucher.min_spend_fen,
+            issued_at=now,
+            valid_from=start,
+            expires_at=end,
+        )
         voucher.status = "issued"
         voucher.holder_hash = ctx.box.keyed_hash("phone", holder)
         voucher.claimed_at, voucher.valid_from, voucher.expires_at = now, start, end
         voucher.kid, voucher.token, voucher.status_changed_at = kid, token, now
-        ledger.move(s, program_id=program_id, kind="claim", from_bucket="unclaimed", to_bucket="outstanding",
-                    amount_fen=voucher.face_value_fen, at=now, voucher_id=voucher.id, ref=tier)
+        ledger.move(
+            s,
+            program_id=program_id,
+            kind="claim",
+            from_bucket="unclaimed",
+            to_bucket="outstanding",
+            amount_fen=voucher.face_value_fen,
+            at=now,
+            voucher_id=voucher.id,
+            ref=tier,
+        )
         return voucher.id, token

@@ -64,11 +64,19 @@ def encoding_variants(token: str) -> dict[str, str]:
             b"\xd2\x84" + _bstr_long(protected) + b"\xa0" + cbor2.dumps(payload) + cbor2.dumps(signature)
         ),
         "indefinite_payload": _text(
-            b"\xd2\x84" + cbor2.dumps(protected) + b"\xa0" + b"\x5f" + cbor2.dumps(payload[:5])
-            + cbor2.dumps(payload[5:]) + b"\xff" + cbor2.dumps(signature)
+            b"\xd2\x84"
+            + cbor2.dumps(protected)
+            + b"\xa0"
+            + b"\x5f"
+            + cbor2.dumps(payload[:5])
+            + cbor2.dumps(payload[5:])
+            + b"\xff"
+            + cbor2.dumps(signature)
         ),
         "unprotected_kid": _text(cbor2.dumps(cbor2.CBORTag(18, [protected, {4: b"x"}, payload, signature]))),
-        "unprotected_junk": _text(cbor2.dumps(cbor2.CBORTag(18, [protected, {"note": "hi"}, payload, signature]))),
+        "unprotected_junk": _text(
+            cbor2.dumps(cbor2.CBORTag(18, [protected, {"note": "hi"}, payload, signature]))
+        ),
         "leading_space": " " + token,
         "trailing_space": token + " ",
         "trailing_newline": token + "\n",

@@ -33,8 +33,15 @@ from voucher_service.services.context import ServiceContext
 from voucher_service.services.credentials import create_admin_token
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 VIEWPORTS = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1280, "height": 800}}
 LOCALES = {"zh": ("zh-CN", "zh-CN,zh;q=0.9"), "en": ("en-US", "en-US,en;q=0.9")}
 
@@ -72,8 +79,14 @@ def live(tmp_path: Path) -> Iterator[LiveServer]:
     ctx: ServiceContext = app.extensions["voucher"]
     token = create_admin_token(ctx, "browser-tests")
     try:
-        yield LiveServer(app, f"http://127.0.0.1:{server.server_port}", ctx, Admin(app.test_client(), token),
-                         token, str(settings.sms_outbox))
+        yield LiveServer(
+            app,
+            f"http://127.0.0.1:{server.server_port}",
+            ctx,
+            Admin(app.test_client(), token),
+            token,
+            str(settings.sms_outbox),
+        )
     finally:
         server.shutdown()
         thread.join()
@@ -116,8 +129,11 @@ class PageProblems:
 
     def unexpected(self) -> list[str]:
         """Console errors, less Chromium's note on a page whose own status the test looked at (a 404)."""
-        return [f"{url}: {text}" for url, text in self.console_errors
-                if not (url in self.failed_documents and text.startswith("Failed to load resource"))]
+        return [
+            f"{url}: {text}"
+            for url, text in self.console_errors
+            if not (url in self.failed_documents and text.startswith("Failed to load resource"))
+        ]
 
 
 @pytest.fixture
@@ -128,8 +144,12 @@ def new_page(browser: Any, live: LiveServer) -> Iterator[Callable[..., Any]]:
 
     def make(width: str = "phone", lang: str = "zh", **context_options: Any) -> Any:
         locale, accept = LOCALES[lang]
-        context = browser.new_context(viewport=VIEWPORTS[width], locale=locale,
-                                      extra_http_headers={"Accept-Language": accept}, **context_options)
+        context = browser.new_context(
+            viewport=VIEWPORTS[width],
+            locale=locale,
+            extra_http_headers={"Accept-Language": accept},
+            **context_options,
+        )
         context.set_default_timeout(15_000)
 
         def route(r: Any) -> None:
@@ -142,11 +162,23 @@ def new_page(browser: Any, live: LiveServer) -> Iterator[Callable[..., Any]]:
         context.route("**/*", route)
         contexts.append(context)
         page = context.new_page()
-        page.on("console", lambda msg: problems.console_errors.append(
-            ((msg.location or {}).get("url") or page.url, msg.text)) if msg.type == "error" else None)
+        page.on(
+            "console",
+            lambda msg: (
+                problems.console_errors.append(((msg.location or {}).get("url") or page.url, msg.text))
+                if msg.type == "error"
+                else None
+            ),
+        )
         page.on("pageerror", lambda exc: problems.console_errors.append((page.url, f"uncaught {exc}")))
-        page.on("response", lambda resp: problems.failed_documents.add(resp.url)
-                if resp.status >= 400 and resp.request.is_navigation_request() else None)
+        page.on(
+            "response",
+            lambda resp: (
+                problems.failed_documents.add(resp.url)
+                if resp.status >= 400 and resp.request.is_navigation_request()
+                else None
+            ),
+        )
         return page
 
     yield make

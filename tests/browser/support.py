@@ -18,7 +18,9 @@ def check_axe(page: Any) -> None:
 
     results = Axe().run(page)
     bad = [v for v in results.response["violations"] if v.get("impact") in ("serious", "critical")]
-    details = [f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes'][:3]]}" for v in bad]
+    details = [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes'][:3]]}" for v in bad
+    ]
     assert not bad, f"axe on {page.url}:\n" + "\n".join(details)
 
 
@@ -87,5 +89,8 @@ def y4m_of(image: Any, path: Path, width: int = 640, height: int = 480, frames: 
 
 def fake_camera_args(video: Path) -> list[str]:
     """Chromium flags for a camera that shows a Y4M file (see support.y4m_of), permission granted."""
-    return ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-            f"--use-file-for-fake-video-capture={video}"]
+    return [
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}",
+    ]

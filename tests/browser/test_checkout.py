@@ -34,10 +34,18 @@ pytestmark = pytest.mark.slow
 PASSWORD = "till-password-01"
 UNCERTIFIED = with_check_digit("690000000001")  # a valid EAN-13 that no certified product has
 TEXT = {
-    "en": {"uncertified": "Not eligible: not a certified product", "eligible": "Eligible: certified product",
-           "pays": "Customer pays", "redeemed": "Redeemed"},
-    "zh": {"uncertified": "不可用券：不是认定的扶贫产品", "eligible": "可用券：认定的扶贫产品",
-           "pays": "顾客应付", "redeemed": "已核销"},
+    "en": {
+        "uncertified": "Not eligible: not a certified product",
+        "eligible": "Eligible: certified product",
+        "pays": "Customer pays",
+        "redeemed": "Redeemed",
+    },
+    "zh": {
+        "uncertified": "不可用券：不是认定的扶贫产品",
+        "eligible": "可用券：认定的扶贫产品",
+        "pays": "顾客应付",
+        "redeemed": "已核销",
+    },
 }
 
 
@@ -102,13 +110,17 @@ def add_line(page: Any, gtin: str, qty: str, price: str) -> None:
 
 def redemptions_of(live: LiveServer, voucher_id: str) -> int:
     with live.ctx.sessions() as s:
-        return int(s.scalar(select(func.count()).select_from(Redemption).where(Redemption.voucher_id == voucher_id)))
+        return int(
+            s.scalar(select(func.count()).select_from(Redemption).where(Redemption.voucher_id == voucher_id))
+        )
 
 
 def fill_basket_and_check_preview(page: Any, till: Till, lang: str) -> None:
     add_line(page, till.gtin, "3", "90.00")  # 270.00 certified: reaches the 150.00 minimum spend
     add_line(page, UNCERTIFIED, "1", "12.5")
-    page.wait_for_function("() => document.querySelectorAll('.basket-line').length === 2 && !!document.getElementById('to-pay')")
+    page.wait_for_function(
+        "() => document.querySelectorAll('.basket-line').length === 2 && !!document.getElementById('to-pay')"
+    )
     lines = page.locator(".basket-line")
     assert TEXT[lang]["eligible"] in lines.nth(0).inner_text()
     assert TEXT[lang]["uncertified"] in lines.nth(1).inner_text()
@@ -158,7 +170,9 @@ def run_wedge_checkout(till: Till, new_page: Any, lang: str) -> None:
     page.wait_for_selector(".line-error")
     assert "12.345" in page.inner_text(".line-error") and page.is_disabled("#redeem")
     page.click("#line-2 .remove-line")
-    page.wait_for_function("() => document.querySelectorAll('.basket-line').length === 2 && !document.getElementById('redeem').disabled")
+    page.wait_for_function(
+        "() => document.querySelectorAll('.basket-line').length === 2 && !document.getElementById('redeem').disabled"
+    )
 
     fields = redeem_form_fields(page)
     page.dblclick("#redeem")
@@ -214,8 +228,12 @@ def camera_browser(till: Till, browser: Any, tmp_path: Path) -> Iterator[Any]:
     voucher_id, token = till.voucher()
     image = Image.open(io.BytesIO(qr.render(token, "png")))
     video = still_y4m(image, tmp_path / "voucher.y4m")
-    flags = [*FLAGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-             f"--use-file-for-fake-video-capture={video}"]
+    flags = [
+        *FLAGS,
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}",
+    ]
     camera = browser.browser_type.launch(executable_path=CHROMIUM, headless=True, args=flags)
     camera.voucher = (voucher_id, token)
     yield camera
@@ -225,8 +243,9 @@ def camera_browser(till: Till, browser: Any, tmp_path: Path) -> Iterator[Any]:
 def test_the_voucher_arrives_through_the_camera(till: Till, camera_browser: Any) -> None:
     live = till.live
     voucher_id, token = camera_browser.voucher
-    context = camera_browser.new_context(viewport=VIEWPORTS["phone"], locale="en-US",
-                                         extra_http_headers={"Accept-Language": "en-US,en;q=0.9"})
+    context = camera_browser.new_context(
+        viewport=VIEWPORTS["phone"], locale="en-US", extra_http_headers={"Accept-Language": "en-US,en;q=0.9"}
+    )
     context.grant_permissions(["camera"], origin=live.base_url)
     context.set_default_timeout(20_000)
     off_site: list[str] = []
@@ -263,8 +282,11 @@ def test_a_cashier_never_sees_another_merchants_redemptions(till: Till, new_page
     live = till.live
     voucher_id, token = till.voucher()
     items = [{"gtin": till.gtin, "quantity": 2, "unit_price_fen": 9000}]
-    made = till.a.caller.post("/api/v1/redemptions", {"token": token, "order_id": "A-1", "channel": "offline",
-                                                      "items": items}, headers={"Idempotency-Key": "a-1"})
+    made = till.a.caller.post(
+        "/api/v1/redemptions",
+        {"token": token, "order_id": "A-1", "channel": "offline", "items": items},
+        headers={"Idempotency-Key": "a-1"},
+    )
     assert made.status_code == 201, made.get_json()
     rid = made.get_json()["redemption_id"]
 
@@ -292,7 +314,10 @@ def test_a_forged_or_missing_csrf_token_changes_nothing(till: Till, new_page: An
     page.keyboard.press("Enter")
     fill_basket_and_check_preview(page, till, "en")
     fields = redeem_form_fields(page)
-    for forged in ({**fields, "csrf_token": "0" * 64}, {k: v for k, v in fields.items() if k != "csrf_token"}):
+    for forged in (
+        {**fields, "csrf_token": "0" * 64},
+        {k: v for k, v in fields.items() if k != "csrf_token"},
+    ):
         resp = page.request.post(live.url("/checkout/redeem"), form=forged, max_redirects=0)
         assert resp.status == 403
     assert redemptions_of(live, voucher_id) == 0
@@ -300,8 +325,11 @@ def test_a_forged_or_missing_csrf_token_changes_nothing(till: Till, new_page: An
     resp = page.request.post(live.url("/checkout/redeem"), form=fields, max_redirects=0)
     assert resp.status == 303 and redemptions_of(live, voucher_id) == 1
     rid = resp.headers["location"].rsplit("/", 1)[1]
-    resp = page.request.post(live.url(f"/checkout/receipts/{rid}/returns"), max_redirects=0,
-                             form={"key": "rev-" + "y" * 30, "action": "all"})
+    resp = page.request.post(
+        live.url(f"/checkout/receipts/{rid}/returns"),
+        max_redirects=0,
+        form={"key": "rev-" + "y" * 30, "action": "all"},
+    )
     assert resp.status == 403
     with live.ctx.sessions() as s:
         assert s.get(Redemption, rid).status == "active"  # type: ignore[union-attr]
@@ -316,7 +344,11 @@ def test_wrong_passwords_are_refused_then_rate_limited(till: Till, new_page: Any
     page.click("#login-submit")
     assert page.inner_text("#login-error") == "Wrong username or password."
     csrf = page.locator('meta[name="csrf-token"]').get_attribute("content")
-    statuses = [page.request.post(live.url("/checkout/login"), form={"csrf_token": csrf, "username": till.a.username,
-                                                                     "password": "still wrong!"}).status
-                for _ in range(live.ctx.settings.staff_login_attempts)]
+    statuses = [
+        page.request.post(
+            live.url("/checkout/login"),
+            form={"csrf_token": csrf, "username": till.a.username, "password": "still wrong!"},
+        ).status
+        for _ in range(live.ctx.settings.staff_login_attempts)
+    ]
     assert statuses[-1] == 429 and set(statuses[:-1]) == {200}

@@ -27,8 +27,10 @@ from voucher_service.services import registry, staff
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.slow
-HEADER = ("certification_no,certification_type,product_name,category,supplier_id,supplier_name,county_code,"
-          "county_name,gtins,valid_from,valid_to,status")
+HEADER = (
+    "certification_no,certification_type,product_name,category,supplier_id,supplier_name,county_code,"
+    "county_name,gtins,valid_from,valid_to,status"
+)
 GOOD = "GX-2031-0001,guangxi,巴马香米 5kg,grain,S1,巴马供应商,451227,巴马瑶族自治县,6901234567892,2026-01-01,2099-12-31,active"
 BAD_GTIN = GOOD.replace("GX-2031-0001", "GX-2031-0002").replace("6901234567892", "6901234567893")
 
@@ -43,10 +45,16 @@ class Books:
 
 def redeem_through_api(live: LiveServer, program_id: str, shop: MerchantCaller, gtin: str) -> dict[str, Any]:
     _vid, token = issue_test_voucher(live.ctx, program_id, "T50", holder=secrets.token_hex(8))
-    resp = shop.post("/api/v1/redemptions", {
-        "token": token, "order_id": "C-" + secrets.token_hex(4), "channel": "offline",
-        "items": [{"gtin": gtin, "name": "certified", "quantity": 2, "unit_price_fen": 9000}],
-    }, headers={"Idempotency-Key": secrets.token_hex(8)})
+    resp = shop.post(
+        "/api/v1/redemptions",
+        {
+            "token": token,
+            "order_id": "C-" + secrets.token_hex(4),
+            "channel": "offline",
+            "items": [{"gtin": gtin, "name": "certified", "quantity": 2, "unit_price_fen": 9000}],
+        },
+        headers={"Idempotency-Key": secrets.token_hex(8)},
+    )
     assert resp.status_code == 201, resp.get_json()
     return dict(resp.get_json())
 
@@ -99,7 +107,13 @@ def test_dashboard_shows_a_redemption_made_through_the_api(new_page: Any, books:
         assert_translated(page)
     check_axe(page)
     screenshot(page, f"console-dashboard{'-en' if lang == 'en' else ''}")
-    for path in ("/console/merchants", "/console/registry", "/console/reconcile", "/console/audit", "/console/"):
+    for path in (
+        "/console/merchants",
+        "/console/registry",
+        "/console/reconcile",
+        "/console/audit",
+        "/console/",
+    ):
         page.goto(live.url(path))
         if lang == "zh":
             assert_translated(page)
@@ -115,8 +129,9 @@ def test_dashboard_shows_a_redemption_made_through_the_api(new_page: Any, books:
     assert "/console/login" in page.url
 
 
-def test_a_registry_file_with_a_bad_line_shows_its_number_and_commits_nothing(new_page: Any, books: Books,
-                                                                             tmp_path: Path) -> None:
+def test_a_registry_file_with_a_bad_line_shows_its_number_and_commits_nothing(
+    new_page: Any, books: Books, tmp_path: Path
+) -> None:
     page = new_page("desktop", "zh")
     live = books.live
     log_in(page, live)
@@ -139,16 +154,20 @@ def test_a_registry_file_with_a_bad_line_shows_its_number_and_commits_nothing(ne
     assert live.admin.get("/api/v1/products/GX-2031-0001").status_code == 200
 
 
-def test_a_reconciliation_offers_its_four_files_and_settles_once(new_page: Any, books: Books, tmp_path: Path) -> None:
+def test_a_reconciliation_offers_its_four_files_and_settles_once(
+    new_page: Any, books: Books, tmp_path: Path
+) -> None:
     page = new_page("desktop", "zh")
     live, r = books.live, books.redemption
     log_in(page, live)
     page.goto(live.url("/console/reconcile"))
     statement = tmp_path / "statement.csv"
-    statement.write_text("order_id,voucher_id,redeemed_at,discount_fen,status\n"
-                         f"{r['order_id']},{r['voucher_id']},{r['redeemed_at']},{r['discount_fen']},redeemed\n"
-                         f"GHOST-1,{'0' * 8}-0000-4000-8000-{'0' * 12},{r['redeemed_at']},2000,redeemed\n",
-                         encoding="utf-8")
+    statement.write_text(
+        "order_id,voucher_id,redeemed_at,discount_fen,status\n"
+        f"{r['order_id']},{r['voucher_id']},{r['redeemed_at']},{r['discount_fen']},redeemed\n"
+        f"GHOST-1,{'0' * 8}-0000-4000-8000-{'0' * 12},{r['redeemed_at']},2000,redeemed\n",
+        encoding="utf-8",
+    )
     page.select_option("#r-program", books.program_id)
     page.select_option("#r-merchant", books.shop.id)
     page.set_input_files("#r-statement", str(statement))
@@ -221,8 +240,11 @@ def test_a_forged_or_missing_csrf_token_changes_nothing(new_page: Any, books: Bo
     for form in ({}, {"csrf_token": "0" * 64}):
         resp = page.request.post(url, form=form, max_redirects=0)
         assert resp.status == 403
-    resp = page.request.post(live.url("/console/merchants"), form={"name": "Forged", "channels": "online",
-                                                                   "csrf_token": "forged"}, max_redirects=0)
+    resp = page.request.post(
+        live.url("/console/merchants"),
+        form={"name": "Forged", "channels": "online", "csrf_token": "forged"},
+        max_redirects=0,
+    )
     assert resp.status == 403
     assert program_status(live, draft["id"]) == "draft"
     page.goto(live.url("/console/merchants"))
@@ -253,16 +275,25 @@ def test_no_one_but_an_administrator_reaches_the_console(new_page: Any, books: B
     consumer.wait_for_selector("#mine-title")
     run_id = "00000000-0000-4000-8000-000000000000"
     for page in (nobody, cashier, consumer):
-        for path in ("/console/", f"/console/programs/{draft['id']}", "/console/merchants", "/console/registry",
-                     "/console/reconcile", "/console/audit", f"/console/runs/{run_id}/summary.json"):
+        for path in (
+            "/console/",
+            f"/console/programs/{draft['id']}",
+            "/console/merchants",
+            "/console/registry",
+            "/console/reconcile",
+            "/console/audit",
+            f"/console/runs/{run_id}/summary.json",
+        ):
             page.goto(live.url(path))
             assert "/console/login" in page.url, path
         page.goto(live.url("/console/login"))
         token = page.locator('input[name="csrf_token"]').first.get_attribute("value")
-        resp = page.request.post(live.url(f"/console/programs/{draft['id']}/activate"),
-                                 form={"csrf_token": token}, max_redirects=0)
+        resp = page.request.post(
+            live.url(f"/console/programs/{draft['id']}/activate"), form={"csrf_token": token}, max_redirects=0
+        )
         assert resp.status == 302 and "/console/login" in resp.headers["location"]
-        json_resp = page.request.get(live.url(f"/console/programs/{draft['id']}/dashboard.json"),
-                                     headers={"X-Requested-With": "fetch"})
+        json_resp = page.request.get(
+            live.url(f"/console/programs/{draft['id']}/dashboard.json"), headers={"X-Requested-With": "fetch"}
+        )
         assert json_resp.status == 401
     assert program_status(live, draft["id"]) == "draft"

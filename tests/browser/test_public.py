@@ -43,9 +43,19 @@ def _registry(live):
     rows = generate_registry(seed=7)
     today = local_date(dt.datetime.now(dt.UTC))
     ok = next(r for r in rows if r[1] == "guangxi" and r[11] == "active")
-    ok = [*ok[:9], (today - dt.timedelta(days=30)).isoformat(), (today + dt.timedelta(days=300)).isoformat(), "active"]
+    ok = [
+        *ok[:9],
+        (today - dt.timedelta(days=30)).isoformat(),
+        (today + dt.timedelta(days=300)).isoformat(),
+        "active",
+    ]
     old = next(r for r in rows if r[1] == "national" and r[11] == "active")
-    old = [*old[:9], (today - dt.timedelta(days=800)).isoformat(), (today - dt.timedelta(days=1)).isoformat(), "active"]
+    old = [
+        *old[:9],
+        (today - dt.timedelta(days=800)).isoformat(),
+        (today - dt.timedelta(days=1)).isoformat(),
+        "active",
+    ]
     off = next(r for r in rows if r[1] == "shenzhen" and r[11] == "suspended")
     registry.import_products(live.ctx, registry_csv([ok, old, off]), "test")
     return ok, old, off
@@ -114,7 +124,9 @@ def test_check_scans_a_product_barcode_with_the_camera(live, launch_chromium, tm
     by the app) reads it and the page answers for that product."""
     ok, _old, _off = _registry(live)
     gtin = ok[8].split("|")[0]
-    barcode = zxingcpp.write_barcode_to_image(zxingcpp.create_barcode(gtin, zxingcpp.BarcodeFormat.EAN13), scale=4)
+    barcode = zxingcpp.write_barcode_to_image(
+        zxingcpp.create_barcode(gtin, zxingcpp.BarcodeFormat.EAN13), scale=4
+    )
     video = y4m_of(Image.fromarray(barcode), tmp_path / "ean13.y4m")
     cam = launch_chromium(*fake_camera_args(video))
     context = cam.new_context(viewport={"width": 390, "height": 844}, locale="zh-CN", permissions=["camera"])

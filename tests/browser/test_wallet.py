@@ -39,7 +39,9 @@ def api_vouchers(live, phone):
     assert client.post("/api/v1/consumer/otp", json={"phone": phone}).status_code == 202
     session = client.post("/api/v1/consumer/sessions", json={"phone": phone, "code": live.sms_code(phone)})
     assert session.status_code == 201, session.get_json()
-    resp = client.get("/api/v1/consumer/vouchers", headers={"Authorization": "Bearer " + session.get_json()["token"]})
+    resp = client.get(
+        "/api/v1/consumer/vouchers", headers={"Authorization": "Bearer " + session.get_json()["token"]}
+    )
     assert resp.status_code == 200
     return {v["voucher_id"]: v for v in resp.get_json()["vouchers"]}
 
@@ -81,8 +83,11 @@ def test_resident_claims_and_shows_the_qr_of_the_api_token_which_turns_used_with
     # A merchant redeems through the API; the open page shows it used, with no reload.
     page.evaluate("window.__notReloaded = true")
     items = [{"gtin": gtins[0], "name": "巴马香米 5kg", "quantity": 2, "unit_price_fen": 9000}]
-    resp = shop.post("/api/v1/redemptions", {"token": token, "order_id": "ORD-1", "channel": "offline",
-                                             "items": items}, headers={"Idempotency-Key": "wallet-redeem-1"})
+    resp = shop.post(
+        "/api/v1/redemptions",
+        {"token": token, "order_id": "ORD-1", "channel": "offline", "items": items},
+        headers={"Idempotency-Key": "wallet-redeem-1"},
+    )
     assert resp.status_code == 201, resp.get_json()
     # Polled every 1.5 s, the status cached at most 1 s: used within 3 s by construction; the wait
     # here is longer only so a loaded CI machine does not fail it (no timing assertions).
@@ -96,8 +101,9 @@ def test_resident_claims_and_shows_the_qr_of_the_api_token_which_turns_used_with
 
 def test_a_resident_never_sees_another_residents_vouchers(live, new_page):
     program = live.admin.create_program()
-    other = issuance.claim_voucher(live.ctx, program["id"], "T20",
-                                   issuance.Claimant(phone_holder(live.ctx, PHONE_B), "test"))
+    other = issuance.claim_voucher(
+        live.ctx, program["id"], "T20", issuance.Claimant(phone_holder(live.ctx, PHONE_B), "test")
+    )
     page = new_page("phone", "zh")
     log_in(page, live, PHONE_A)
     mine = claim_in_page(page, "T50")
@@ -120,11 +126,13 @@ def test_a_forged_or_missing_csrf_token_changes_nothing(live, new_page):
     log_in(page, live, PHONE_A)
     holder = phone_holder(live.ctx, PHONE_A)
     form = {"program_id": program["id"], "tier": "T50"}
-    for token in (None, "forged", page.locator('#logout-form input[name=csrf_token]').input_value()[::-1]):
+    for token in (None, "forged", page.locator("#logout-form input[name=csrf_token]").input_value()[::-1]):
         data = dict(form) if token is None else {**form, "csrf_token": token}
         resp = page.request.post(live.url("/wallet/claim"), form=data)
         assert resp.status == 403, resp.status
-        resp = page.request.post(live.url("/wallet/logout"), form={} if token is None else {"csrf_token": token})
+        resp = page.request.post(
+            live.url("/wallet/logout"), form={} if token is None else {"csrf_token": token}
+        )
         assert resp.status == 403
     assert issuance.holder_vouchers(live.ctx, holder) == []  # no claim was made
     page.goto(live.url("/wallet/"))

@@ -36,7 +36,9 @@ def test_a_retry_after_a_crash_after_commit_returns_the_same_redemption(
     raw = json.dumps(checkout(token, [item(world.catalog.rice, 3, 5000)], order_id="CRASH-1")).encode()
     crash_log, retry_log = tmp_path / "crashing.log", tmp_path / "retry.log"
 
-    with gunicorn_server(settings_env(pg_settings, VOUCHER_TEST_CRASH_AFTER_COMMIT="1"), log_path=crash_log) as base:
+    with gunicorn_server(
+        settings_env(pg_settings, VOUCHER_TEST_CRASH_AFTER_COMMIT="1"), log_path=crash_log
+    ) as base:
         with pytest.raises(requests.ConnectionError):
             post_signed(base, world.merchant, path, raw, "crash-key")
     with ctx.sessions() as s:

@@ -40,15 +40,19 @@ def _basket(ctx, program_id: str, today: dt.date) -> list[dict]:
     with ctx.sessions() as s:
         scope = s.get(Program, program_id).eligibility
         query = select(CertifiedProduct).where(
-            CertifiedProduct.status == "active", CertifiedProduct.valid_from <= today,
+            CertifiedProduct.status == "active",
+            CertifiedProduct.valid_from <= today,
             CertifiedProduct.valid_to >= today,
-            CertifiedProduct.certification_type.in_(scope["certification_types"]))
+            CertifiedProduct.certification_type.in_(scope["certification_types"]),
+        )
         if scope["county_codes"] is not None:
             query = query.where(CertifiedProduct.county_code.in_(scope["county_codes"]))
         products = s.scalars(query.order_by(CertifiedProduct.certification_no).limit(2)).all()
-    return [{"gtin": products[0].gtins[0], "quantity": 2, "unit_price_fen": 6000},
-            {"gtin": products[1].gtins[0], "quantity": 1, "unit_price_fen": 4000},
-            {"gtin": "6970000000007", "quantity": 1, "unit_price_fen": 1000}]
+    return [
+        {"gtin": products[0].gtins[0], "quantity": 2, "unit_price_fen": 6000},
+        {"gtin": products[1].gtins[0], "quantity": 1, "unit_price_fen": 4000},
+        {"gtin": "6970000000007", "quantity": 1, "unit_price_fen": 1000},
+    ]
 
 
 def test_demo_books_audit_clean_after_activity_and_fail_when_tampered(demo, capsys):
@@ -67,16 +71,25 @@ def test_demo_books_audit_clean_after_activity_and_fail_when_tampered(demo, caps
         tokens.append(resp.get_json()["token"])
     redemptions = []
     for i, token in enumerate(tokens[:3]):
-        resp = shop.post("/api/v1/redemptions", {"token": token, "order_id": f"D-{i}", "channel": "online",
-                                                 "items": basket}, headers={"Idempotency-Key": f"d-{i}"})
+        resp = shop.post(
+            "/api/v1/redemptions",
+            {"token": token, "order_id": f"D-{i}", "channel": "online", "items": basket},
+            headers={"Idempotency-Key": f"d-{i}"},
+        )
         assert resp.status_code == 201, (resp.get_json().get("lines"), basket)
         redemptions.append(resp.get_json())
     # A partial return that keeps the minimum spend claws nothing back; a full reversal claws it all back.
-    partial = shop.post(f"/api/v1/redemptions/{redemptions[0]['redemption_id']}/reversals",
-                        {"lines": [{"index": 2, "quantity": 1}]}, headers={"Idempotency-Key": "r-0"})
+    partial = shop.post(
+        f"/api/v1/redemptions/{redemptions[0]['redemption_id']}/reversals",
+        {"lines": [{"index": 2, "quantity": 1}]},
+        headers={"Idempotency-Key": "r-0"},
+    )
     assert partial.status_code == 201 and partial.get_json()["clawback_fen"] == 0
-    full = shop.post(f"/api/v1/redemptions/{redemptions[1]['redemption_id']}/reversals", {},
-                     headers={"Idempotency-Key": "r-1"})
+    full = shop.post(
+        f"/api/v1/redemptions/{redemptions[1]['redemption_id']}/reversals",
+        {},
+        headers={"Idempotency-Key": "r-1"},
+    )
     assert full.status_code == 201 and full.get_json()["clawback_fen"] == 5000
     assert full.get_json()["voucher_status"] == "issued"
 
@@ -92,15 +105,19 @@ def test_demo_books_audit_clean_after_activity_and_fail_when_tampered(demo, caps
     assert _cli(ctx, "audit", "--program", pid) == 0
 
     with ctx.engine.begin() as conn:
-        conn.execute(text("UPDATE redemptions SET discount_fen = discount_fen - 1 WHERE id = :id"),
-                      {"id": redemptions[2]["redemption_id"]})
+        conn.execute(
+            text("UPDATE redemptions SET discount_fen = discount_fen - 1 WHERE id = :id"),
+            {"id": redemptions[2]["redemption_id"]},
+        )
     capsys.readouterr()
     assert _cli(ctx, "audit") == 1
     said = capsys.readouterr()
     assert pid in said.out + said.err and "redeemed" in said.out + said.err
     with ctx.engine.begin() as conn:
-        conn.execute(text("UPDATE redemptions SET discount_fen = discount_fen + 1 WHERE id = :id"),
-                      {"id": redemptions[2]["redemption_id"]})
+        conn.execute(
+            text("UPDATE redemptions SET discount_fen = discount_fen + 1 WHERE id = :id"),
+            {"id": redemptions[2]["redemption_id"]},
+        )
         conn.execute(text("UPDATE audit_log SET actor = 'someone else' WHERE seq = 3"))
     capsys.readouterr()
     assert _cli(ctx, "audit") == 1

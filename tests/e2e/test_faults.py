@@ -69,8 +69,15 @@ class Seen:
                 self.bad_5xx.append(f"{what}: {resp.status_code} {resp.text[:200]}")
 
 
-def post(http: requests.Session, base: str, merchant: Any, path: str, raw: bytes,
-         key: str | None = None, headers: dict[str, str] | None = None) -> requests.Response | None:
+def post(
+    http: requests.Session,
+    base: str,
+    merchant: Any,
+    path: str,
+    raw: bytes,
+    key: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> requests.Response | None:
     h = headers or merchant_headers(merchant.id, merchant.secret, "POST", path, raw)
     if key is not None:
         h = {**h, "Idempotency-Key": key}
@@ -84,9 +91,16 @@ def _terminate_backends(database: str) -> int:
     killer = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with killer.connect() as conn:  # this test's own database, nobody else's
-            return int(conn.execute(
-                text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                     "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": database}).scalar() or 0)
+            return int(
+                conn.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = :db AND pid <> pg_backend_pid()"
+                    ),
+                    {"db": database},
+                ).scalar()
+                or 0
+            )
     finally:
         killer.dispose()
 
@@ -98,23 +112,36 @@ def test_faults_under_load_keep_the_books_replay_protection_and_idempotency(
 ) -> None:
     direct = pg_database_factory()
     url = make_url(direct)
-    with tcp_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy, private_redis(tmp_path / "redis") as r:
+    with (
+        tcp_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy,
+        private_redis(tmp_path / "redis") as r,
+    ):
         settings = make_settings(tmp_path, direct, r.url)
         prepare(settings).engine.dispose()
         app = create_app(settings)
         ctx = app.extensions["voucher"]
         admin = Admin(app.test_client(), create_admin_token(ctx, "faults"))
-        world = make_world(admin, ctx, tiers=[
-            {"code": "T50", "face_value_fen": 5000, "min_spend_fen": 15000, "quantity": VOUCHERS + 10},
-            {"code": "T20", "face_value_fen": 2000, "min_spend_fen": 6000, "quantity": 2000},
-        ])
-        platform = admin.create_merchant("电商平台", channels=("online",), platform=True, enrol_in=world.program_id)
+        world = make_world(
+            admin,
+            ctx,
+            tiers=[
+                {"code": "T50", "face_value_fen": 5000, "min_spend_fen": 15000, "quantity": VOUCHERS + 10},
+                {"code": "T20", "face_value_fen": 2000, "min_spend_fen": 6000, "quantity": 2000},
+            ],
+        )
+        platform = admin.create_merchant(
+            "电商平台", channels=("online",), platform=True, enrol_in=world.program_id
+        )
         vouchers = [world.voucher("T50") for _ in range(VOUCHERS)]
         claims_path = f"/api/v1/programs/{world.program_id}/claims"
         redeem_path = "/api/v1/redemptions"
         via_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-        env = settings_env(settings, VOUCHER_DATABASE_URL=via_proxy, VOUCHER_ENV="development",
-                           VOUCHER_CLAIM_RATE_PER_MINUTE="1000000")
+        env = settings_env(
+            settings,
+            VOUCHER_DATABASE_URL=via_proxy,
+            VOUCHER_ENV="development",
+            VOUCHER_CLAIM_RATE_PER_MINUTE="1000000",
+        )
         seen = Seen()
         stop = threading.Event()
         pool = list(vouchers)
@@ -243,8 +270,10 @@ def test_faults_under_load_keep_the_books_replay_protection_and_idempotency(
                     merchant = world.merchant if path == redeem_path else platform
                     resp = post(http, base, merchant, path, raw, key)
                     seen.note("final-retry", resp)
-                    if resp is None or resp.status_code >= 500 or (
-                        resp.status_code == 409 and resp.json().get("code") == "idempotency_in_progress"
+                    if (
+                        resp is None
+                        or resp.status_code >= 500
+                        or (resp.status_code == 409 and resp.json().get("code") == "idempotency_in_progress")
                     ):
                         waits.append(int(resp.headers.get("Retry-After", "1")) if resp is not None else 1)
                         continue
@@ -267,24 +296,32 @@ def test_faults_under_load_keep_the_books_replay_protection_and_idempotency(
 
         with ctx.sessions() as s:
             twice = s.execute(
-                select(Redemption.voucher_id, func.count()).group_by(Redemption.voucher_id)
+                select(Redemption.voucher_id, func.count())
+                .group_by(Redemption.voucher_id)
                 .having(func.count() > 1)
             ).all()
             assert twice == [], f"vouchers redeemed twice: {twice}"
             # Every platform claim names its own holder: two vouchers for one holder means a replay won.
             doubled = s.execute(
                 select(Voucher.holder_hash, func.count())
-                .where(Voucher.holder_hash.is_not(None), Voucher.holder_hash != ctx.box.keyed_hash("phone", "h1"))
-                .group_by(Voucher.holder_hash).having(func.count() > 1)
+                .where(
+                    Voucher.holder_hash.is_not(None), Voucher.holder_hash != ctx.box.keyed_hash("phone", "h1")
+                )
+                .group_by(Voucher.holder_hash)
+                .having(func.count() > 1)
             ).all()
             assert doubled == [], f"a holder got two vouchers: {doubled}\n{summary}"
         ctx.engine.dispose()
 
         audit = subprocess.run(
             [str(Path(sys.executable).with_name("voucher-admin")), "audit"],
-            env={**{k: v for k, v in os.environ.items() if not k.startswith("VOUCHER_")},
-                 **settings_env(settings)},
-            capture_output=True, text=True, timeout=120,
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("VOUCHER_")},
+                **settings_env(settings),
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert audit.returncode == 0, (audit.stdout[-2000:], audit.stderr[-2000:])
         print(summary.split("server log:")[0])  # what the load saw, for -s

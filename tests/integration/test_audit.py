@@ -98,8 +98,11 @@ def test_a_deleted_last_audit_entry_breaks_its_seal(env, capsys):
 def test_a_changed_ledger_amount_is_found_with_the_bucket_and_the_entry(env, capsys):
     found = busy(env)
     with env.ctx.sessions.begin() as s:
-        entry = s.scalars(select(LedgerEntry).where(LedgerEntry.kind == "redeem",
-                                                    LedgerEntry.voucher_id == found["kept"].voucher_id)).one()
+        entry = s.scalars(
+            select(LedgerEntry).where(
+                LedgerEntry.kind == "redeem", LedgerEntry.voucher_id == found["kept"].voucher_id
+            )
+        ).one()
         entry.amount_fen = 4000
         entry_id = entry.id
     assert audit(env) == 1
@@ -145,16 +148,29 @@ def test_expiry_and_recycling_keep_the_identity(env, capsys):
     assert audit(env) == 0
     assert env.ctx.store.get(sold_out_key(pid, "T50")) is None
     with env.ctx.sessions() as s:
-        status = dict(s.execute(select(Voucher.id, Voucher.status).where(Voucher.id.in_([*stale, fresh]))).all())
+        status = dict(
+            s.execute(select(Voucher.id, Voucher.status).where(Voucher.id.in_([*stale, fresh]))).all()
+        )
         assert status == {stale[0]: "redeemed", stale[1]: "expired", stale[2]: "expired", fresh: "issued"}
-        available = s.scalar(select(func.count()).select_from(Voucher).where(
-            Voucher.program_id == pid, Voucher.tier_code == "T50", Voucher.status == "available"))
+        available = s.scalar(
+            select(func.count())
+            .select_from(Voucher)
+            .where(Voucher.program_id == pid, Voucher.tier_code == "T50", Voucher.status == "available")
+        )
         assert available == 100 - 4 + 2
-        kinds = dict(s.execute(select(LedgerEntry.kind, func.count()).where(LedgerEntry.program_id == pid)
-                               .group_by(LedgerEntry.kind)).all())
+        kinds = dict(
+            s.execute(
+                select(LedgerEntry.kind, func.count())
+                .where(LedgerEntry.program_id == pid)
+                .group_by(LedgerEntry.kind)
+            ).all()
+        )
         assert (kinds["expire"], kinds["recycle"]) == (2, 2)
-        audits = s.scalars(select(AuditEntry.data).where(AuditEntry.action == "vouchers.expired",
-                                                         AuditEntry.entity_id == pid)).all()
+        audits = s.scalars(
+            select(AuditEntry.data).where(
+                AuditEntry.action == "vouchers.expired", AuditEntry.entity_id == pid
+            )
+        ).all()
         assert [a["expired"] for a in audits] == [2, 0] and [a["recycled"] for a in audits] == [0, 2]
     assert env.cli("expire", "--program", pid, "--recycle") == 0
     assert "expired 0 (0 fen), recycled 0 (0 fen)" in capsys.readouterr().out

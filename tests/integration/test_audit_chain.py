@@ -41,7 +41,9 @@ def test_an_edited_entry_is_found(ctx):
     _append(ctx, 5)
     audit_log.seal_all(ctx.sessions)
     with ctx.sessions.begin() as s:
-        target = s.scalars(select(AuditEntry).where(AuditEntry.action == "test.event").order_by(AuditEntry.seq)).all()[2]
+        target = s.scalars(
+            select(AuditEntry).where(AuditEntry.action == "test.event").order_by(AuditEntry.seq)
+        ).all()[2]
         s.execute(update(AuditEntry).where(AuditEntry.id == target.id).values(data={"i": 2, "amount_fen": 1}))
         seq = target.seq
     with ctx.sessions() as s:
@@ -54,7 +56,9 @@ def test_a_deleted_entry_is_found(ctx):
     _append(ctx, 5)
     audit_log.seal_all(ctx.sessions)
     with ctx.sessions.begin() as s:
-        target = s.scalars(select(AuditEntry).where(AuditEntry.action == "test.event").order_by(AuditEntry.seq)).all()[1]
+        target = s.scalars(
+            select(AuditEntry).where(AuditEntry.action == "test.event").order_by(AuditEntry.seq)
+        ).all()[1]
         s.execute(delete(AuditEntry).where(AuditEntry.id == target.id))
     with ctx.sessions() as s:
         report = audit_log.verify_chain(s)

@@ -28,7 +28,14 @@ def test_unknown_merchant_ids_do_not_grow_the_merchant_cache(app: Any, client: A
 
 def test_a_malformed_merchant_id_is_refused_before_any_lookup(app: Any, client: Any) -> None:
     cache: MerchantCache = app.extensions["voucher_merchants"]
-    for bad in ["x" * 41, "mch_../../etc", "mch_/0000000000000000", "mch_１２３４５６７８９０１２３４５６", "mch 1", "é"]:
+    for bad in [
+        "x" * 41,
+        "mch_../../etc",
+        "mch_/0000000000000000",
+        "mch_１２３４５６７８９０１２３４５６",
+        "mch 1",
+        "é",
+    ]:
         resp = client.get("/api/v1/redemptions", headers=_stranger_headers(bad))
         assert resp.status_code == 401 and problem_code(resp) == "unauthorized"
     assert len(cache) == 0

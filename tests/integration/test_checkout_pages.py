@@ -36,14 +36,18 @@ def logged_in_cashier(app: Any, merchant_id: str, username: str) -> tuple[Any, s
     client = app.test_client()
     page = client.get("/checkout/login").get_data(as_text=True)
     csrf = CSRF_RE.search(page).group(1)  # type: ignore[union-attr]
-    resp = client.post("/checkout/login", data={"csrf_token": csrf, "username": username, "password": PASSWORD})
+    resp = client.post(
+        "/checkout/login", data={"csrf_token": csrf, "username": username, "password": PASSWORD}
+    )
     assert resp.status_code == 302, resp.get_data(as_text=True)[:500]
     home = client.get("/checkout/").get_data(as_text=True)
     return client, CSRF_RE.search(home).group(1)  # type: ignore[union-attr]
 
 
 @pytest.mark.postgres
-def test_concurrent_redeems_of_one_checkout_make_one_redemption_and_one_receipt(pg_app: Any, pg_admin: Admin) -> None:
+def test_concurrent_redeems_of_one_checkout_make_one_redemption_and_one_receipt(
+    pg_app: Any, pg_admin: Admin
+) -> None:
     ctx = pg_app.extensions["voucher"]
     gtin = certified_gtin(ctx)
     program = pg_admin.create_program()
@@ -94,12 +98,17 @@ def test_a_disabled_cashier_is_logged_out_at_the_next_request(app: Any, admin: A
 def test_the_basket_is_read_exactly_and_bad_input_is_named(app: Any, admin: Admin) -> None:
     shop = admin.create_merchant()
     client, csrf = logged_in_cashier(app, shop.id, "exact-till")
-    lines = [{"gtin": "6901234567892", "quantity": "3", "price": "0.10"},
-             {"gtin": "６９０１２３４５６７８９２", "quantity": "１", "price": "５９.９０"},
-             {"gtin": "69012345", "quantity": "0", "price": "1.005"},
-             {"gtin": "٦٩٠١٢٣٤٥٦٧٨٩٢", "quantity": "²", "price": "١٠"}]
-    resp = client.post("/checkout/basket", json={"token": "", "lines": lines},
-                       headers={"X-CSRF-Token": csrf, "X-Requested-With": "fetch"})
+    lines = [
+        {"gtin": "6901234567892", "quantity": "3", "price": "0.10"},
+        {"gtin": "６９０１２３４５６７８９２", "quantity": "１", "price": "５９.９０"},
+        {"gtin": "69012345", "quantity": "0", "price": "1.005"},
+        {"gtin": "٦٩٠١٢٣٤٥٦٧٨٩٢", "quantity": "²", "price": "١٠"},
+    ]
+    resp = client.post(
+        "/checkout/basket",
+        json={"token": "", "lines": lines},
+        headers={"X-CSRF-Token": csrf, "X-Requested-With": "fetch"},
+    )
     assert resp.status_code == 200
     html = resp.get_json()["html"]
     assert "3 × ¥0.10 = <strong>¥0.30</strong>" in html
@@ -107,7 +116,9 @@ def test_the_basket_is_read_exactly_and_bad_input_is_named(app: Any, admin: Admi
     assert html.count('class="line-error"') == 5  # quantity+price of line 3, barcode+quantity+price of line 4
     assert 'id="order-total">¥60.20<' in html
     assert resp.get_json()["redeemable"] is False
-    forged = client.post("/checkout/basket", json={"token": "", "lines": lines}, headers={"X-CSRF-Token": "0" * 64})
+    forged = client.post(
+        "/checkout/basket", json={"token": "", "lines": lines}, headers={"X-CSRF-Token": "0" * 64}
+    )
     assert forged.status_code == 403
 
 
@@ -118,9 +129,16 @@ def test_another_merchants_receipt_is_forbidden(app: Any, admin: Admin) -> None:
     a = admin.create_merchant("A", enrol_in=program["id"])
     admin.create_merchant("B", enrol_in=program["id"])
     _, token = issue_test_voucher(ctx, program["id"], "T50", holder="iso")
-    made = a.post("/api/v1/redemptions", {"token": token, "order_id": "o-1", "channel": "offline",
-                                          "items": [{"gtin": gtin, "quantity": 2, "unit_price_fen": 9000}]},
-                  headers={"Idempotency-Key": "k-1"})
+    made = a.post(
+        "/api/v1/redemptions",
+        {
+            "token": token,
+            "order_id": "o-1",
+            "channel": "offline",
+            "items": [{"gtin": gtin, "quantity": 2, "unit_price_fen": 9000}],
+        },
+        headers={"Idempotency-Key": "k-1"},
+    )
     rid = made.get_json()["redemption_id"]
     b_shop = admin.create_merchant("B2")
     client, _ = logged_in_cashier(app, b_shop.id, "other-till")
@@ -130,7 +148,9 @@ def test_another_merchants_receipt_is_forbidden(app: Any, admin: Admin) -> None:
         assert s.scalar(select(func.count()).select_from(Redemption)) == 1
 
 
-def test_a_refused_redemption_says_why_and_the_corrected_basket_gets_a_new_key(app: Any, admin: Admin) -> None:
+def test_a_refused_redemption_says_why_and_the_corrected_basket_gets_a_new_key(
+    app: Any, admin: Admin
+) -> None:
     ctx = app.extensions["voucher"]
     gtin = certified_gtin(ctx)
     program = admin.create_program()
@@ -151,4 +171,7 @@ def test_a_refused_redemption_says_why_and_the_corrected_basket_gets_a_new_key(a
     done = client.post("/checkout/redeem", data={"csrf_token": csrf, "key": new_key, "basket": enough})
     assert done.status_code == 303
     with ctx.sessions() as s:
-        assert s.scalar(select(func.count()).select_from(Redemption).where(Redemption.voucher_id == voucher_id)) == 1
+        assert (
+            s.scalar(select(func.count()).select_from(Redemption).where(Redemption.voucher_id == voucher_id))
+            == 1
+        )

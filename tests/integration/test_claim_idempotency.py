@@ -20,8 +20,11 @@ def setup(request):
 
 def _issued(app, program_id):
     with app.extensions["voucher"].sessions() as s:
-        return s.scalar(select(func.count()).select_from(Voucher).where(
-            Voucher.program_id == program_id, Voucher.status == "issued"))
+        return s.scalar(
+            select(func.count())
+            .select_from(Voucher)
+            .where(Voucher.program_id == program_id, Voucher.status == "issued")
+        )
 
 
 def test_a_retried_platform_claim_returns_the_same_voucher_byte_for_byte(setup):

@@ -18,10 +18,14 @@ from voucher_service.services import console
 from voucher_service.services.ledger import BUCKETS
 from voucher_service.services.settlement import settle_run
 
-GOOD_ROW = ("GX-2026-0001,guangxi,巴马香米 5kg,grain,S1,巴马供应商,451227,巴马瑶族自治县,6901234567892,"
-            "2026-01-01,2027-12-31,active")
-HEADER = ("certification_no,certification_type,product_name,category,supplier_id,supplier_name,county_code,"
-          "county_name,gtins,valid_from,valid_to,status")
+GOOD_ROW = (
+    "GX-2026-0001,guangxi,巴马香米 5kg,grain,S1,巴马供应商,451227,巴马瑶族自治县,6901234567892,"
+    "2026-01-01,2027-12-31,active"
+)
+HEADER = (
+    "certification_no,certification_type,product_name,category,supplier_id,supplier_name,county_code,"
+    "county_name,gtins,valid_from,valid_to,status"
+)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -73,7 +77,9 @@ def test_merchants_are_listed_with_their_enrolments(env: BooksEnv) -> None:
     assert rows[env.merchant.id]["programs"] == [env.program["id"]]
     assert rows[other.id]["programs"] == []
     assert "api_secret" not in rows[other.id]
-    assert [e["merchant_id"] for e in console.list_enrolments(env.ctx, env.program["id"])] == [env.merchant.id]
+    assert [e["merchant_id"] for e in console.list_enrolments(env.ctx, env.program["id"])] == [
+        env.merchant.id
+    ]
 
 
 def test_a_registry_upload_with_a_bad_line_names_it_and_commits_nothing(env: BooksEnv) -> None:
@@ -83,8 +89,11 @@ def test_a_registry_upload_with_a_bad_line_names_it_and_commits_nothing(env: Boo
     assert [e["line"] for e in out.errors] == ["3"]
     with env.ctx.sessions() as s:
         # The PostgreSQL database is shared by the session's tests: look for this file's products only.
-        kept = select(func.count()).select_from(CertifiedProduct).where(
-            CertifiedProduct.certification_no.in_(["GX-2026-0001", "GX-2026-0002"]))
+        kept = (
+            select(func.count())
+            .select_from(CertifiedProduct)
+            .where(CertifiedProduct.certification_no.in_(["GX-2026-0001", "GX-2026-0002"]))
+        )
         assert s.scalar(kept) == 0
     ok = console.import_registry_upload(env.ctx, f"{HEADER}\n{GOOD_ROW}\n".encode(), "test")
     assert ok.errors == [] and ok.result is not None and ok.result.total == 1
@@ -95,11 +104,14 @@ def test_an_uploaded_statement_is_reconciled_into_a_run_directory_and_settles_on
     missing = env.books.redeem("O-2")
     at = r.redeemed_at.strftime("%Y-%m-%dT%H:%M:%SZ")
     statement = f"order_id,voucher_id,redeemed_at,discount_fen,status\nO-1,{r.voucher_id},{at},{r.discount_fen},redeemed\n"
-    result = console.reconcile_upload(env.ctx, env.program["id"], env.merchant.id, "native",
-                                      statement.encode(), "../../etc/x.csv", "test")
+    result = console.reconcile_upload(
+        env.ctx, env.program["id"], env.merchant.id, "native", statement.encode(), "../../etc/x.csv", "test"
+    )
     assert result.exit_code == 1 and result.error is None
     for name in console.RUN_FILES:
-        assert console.run_file(env.ctx, result.run_id, name).parent == console.runs_dir(env.ctx) / result.run_id
+        assert (
+            console.run_file(env.ctx, result.run_id, name).parent == console.runs_dir(env.ctx) / result.run_id
+        )
     summary = console.run_summary(env.ctx, result.run_id)
     assert summary == json.loads(console.run_file(env.ctx, result.run_id, "summary.json").read_text())
     assert summary["categories"]["missing_in_statement"] == 1 and summary["payable_fen"] == r.discount_fen
@@ -115,8 +127,9 @@ def test_an_uploaded_statement_is_reconciled_into_a_run_directory_and_settles_on
 
 
 def test_an_unusable_statement_keeps_no_files_and_says_where(env: BooksEnv) -> None:
-    result = console.reconcile_upload(env.ctx, env.program["id"], env.merchant.id, "native",
-                                      b"order_id,voucher_id\nx,y\n", "s.csv", "test")
+    result = console.reconcile_upload(
+        env.ctx, env.program["id"], env.merchant.id, "native", b"order_id,voucher_id\nx,y\n", "s.csv", "test"
+    )
     assert result.exit_code == 2 and result.error
     with pytest.raises(NotFound):
         console.run_file(env.ctx, result.run_id, "summary.json")
@@ -126,9 +139,12 @@ def test_an_unusable_statement_keeps_no_files_and_says_where(env: BooksEnv) -> N
 def test_only_the_four_files_of_a_run_can_be_read(env: BooksEnv, name: str) -> None:
     r = env.books.redeem("O-1")
     at = r.redeemed_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    stmt = io.StringIO(f"order_id,voucher_id,redeemed_at,discount_fen,status\nO-1,{r.voucher_id},{at},{r.discount_fen},redeemed\n")
-    result = console.reconcile_upload(env.ctx, env.program["id"], env.merchant.id, "native",
-                                      stmt.getvalue().encode(), "s.csv", "test")
+    stmt = io.StringIO(
+        f"order_id,voucher_id,redeemed_at,discount_fen,status\nO-1,{r.voucher_id},{at},{r.discount_fen},redeemed\n"
+    )
+    result = console.reconcile_upload(
+        env.ctx, env.program["id"], env.merchant.id, "native", stmt.getvalue().encode(), "s.csv", "test"
+    )
     with pytest.raises(NotFound):
         console.run_file(env.ctx, result.run_id, name)
     with pytest.raises(NotFound):

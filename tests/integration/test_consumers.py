@@ -84,8 +84,18 @@ def test_a_code_is_sent_stored_only_hashed_and_opens_a_session(service: Any) -> 
 
 
 @pytest.mark.parametrize(
-    "phone", ["12345678901", "1391234567", "139123456789", "+1 4155550100", "一三九", "",
-              "1391234567٨", "139١٢٣٤٥٦٧٨", "1391234567²"]  # digits to Python, not to a phone network
+    "phone",
+    [
+        "12345678901",
+        "1391234567",
+        "139123456789",
+        "+1 4155550100",
+        "一三九",
+        "",
+        "1391234567٨",
+        "139١٢٣٤٥٦٧٨",
+        "1391234567²",
+    ],  # digits to Python, not to a phone network
 )
 def test_numbers_that_are_not_mainland_mobiles_are_validation_errors(client: Any, phone: str) -> None:
     resp = _send(client, phone)

@@ -75,7 +75,9 @@ def test_a_full_width_number_is_the_same_holder_as_its_ascii_spelling(service: A
     assert _outbox_phones(service) == [PHONE]
     outbox = _ctx(service).settings.sms_outbox
     assert outbox
-    resp = client.post("/api/v1/consumer/sessions", json={"phone": "+86 139-1234-5678", "code": sms_code(outbox, PHONE)})
+    resp = client.post(
+        "/api/v1/consumer/sessions", json={"phone": "+86 139-1234-5678", "code": sms_code(outbox, PHONE)}
+    )
     assert resp.status_code == 201, resp.get_json()
 
 
@@ -92,13 +94,17 @@ def test_a_number_in_other_digits_is_refused_on_every_identity_route(service: An
     admin = _admin(service)
     program = admin.create_program()
     platform = admin.create_merchant("平台", ("online",), platform=True, enrol_in=program["id"])
-    resp = platform.post(f"/api/v1/programs/{program['id']}/claims",
-                         {"tier": "T20", "holder_ref": "u1", "holder_phone": phone})
+    resp = platform.post(
+        f"/api/v1/programs/{program['id']}/claims", {"tier": "T20", "holder_ref": "u1", "holder_phone": phone}
+    )
     assert resp.status_code == 400 and problem_code(resp) == "validation_error"
     assert resp.get_json()["errors"][0]["field"] == "holder_phone"
     with _ctx(service).sessions() as s:
-        taken = select(func.count()).select_from(Voucher).where(Voucher.program_id == program["id"],
-                                                                 Voucher.status != "available")
+        taken = (
+            select(func.count())
+            .select_from(Voucher)
+            .where(Voucher.program_id == program["id"], Voucher.status != "available")
+        )
         assert s.scalar(taken) == 0
 
 
@@ -107,8 +113,14 @@ def test_every_spelling_of_one_number_counts_against_one_per_person_limit(servic
     program = admin.create_program(per_person_limit=2)
     platform = admin.create_merchant("平台", ("online",), platform=True, enrol_in=program["id"])
     path = f"/api/v1/programs/{program['id']}/claims"
-    spellings = [PHONE, FULLWIDTH, "+86 139 1234 5678", "0086-139-1234-5678", "＋８６　１３９１２３４５６７８",
-                 *OTHER_SCRIPTS.values()]
+    spellings = [
+        PHONE,
+        FULLWIDTH,
+        "+86 139 1234 5678",
+        "0086-139-1234-5678",
+        "＋８６　１３９１２３４５６７８",
+        *OTHER_SCRIPTS.values(),
+    ]
     issued = 0
     for i, spelling in enumerate(spellings):
         resp = platform.post(path, {"tier": "T20", "holder_ref": f"u{i}", "holder_phone": spelling})
@@ -126,8 +138,17 @@ def test_every_spelling_of_one_number_counts_against_one_per_person_limit(servic
     assert resp.status_code == 409 and problem_code(resp) == "claim_limit_reached"
 
 
-@pytest.mark.parametrize("phone", ["139 1234 5678\n", "\t13912345678", "139\u200b12345678", "+86+8613912345678",
-                                   "1391234567８\u0301", "13912345678\u3000\u3000x"])
+@pytest.mark.parametrize(
+    "phone",
+    [
+        "139 1234 5678\n",
+        "\t13912345678",
+        "139\u200b12345678",
+        "+86+8613912345678",
+        "1391234567８\u0301",
+        "13912345678\u3000\u3000x",
+    ],
+)
 def test_anything_but_digits_spaces_hyphens_and_the_country_prefix_is_refused(app: Any, phone: str) -> None:
     resp = app.test_client().post("/api/v1/consumer/otp", json={"phone": phone})
     assert resp.status_code == 400 and problem_code(resp) == "validation_error"
@@ -156,8 +177,22 @@ def _to_script(text: str, zero: str) -> str:
 
 @pytest.mark.parametrize(
     "timestamp",
-    ["²", "¹²³", "1" * 4301, "9" * 40, "-1", "+1700000000", " 1700000000", "1e9", "0x10", "",
-     "now-arabic", "now-fullwidth", "now-with-newline", "now-float"],
+    [
+        "²",
+        "¹²³",
+        "1" * 4301,
+        "9" * 40,
+        "-1",
+        "+1700000000",
+        " 1700000000",
+        "1e9",
+        "0x10",
+        "",
+        "now-arabic",
+        "now-fullwidth",
+        "now-with-newline",
+        "now-float",
+    ],
 )
 def test_a_timestamp_that_is_not_ascii_unix_seconds_is_unauthorized(
     platform_setup: tuple[Any, MerchantCaller, str], timestamp: str
@@ -195,11 +230,21 @@ def test_a_timestamp_that_is_not_ascii_unix_seconds_is_unauthorized(
 
 @pytest.mark.parametrize(
     "query",
-    ["from=0001-01-01", "to=9999-12-31", "from=0001-01-01T00:00:00%2B01:00", "to=9999-12-31T23:59:59-01:00",
-     "from=%D9%A2%D9%A0%D9%A2%D9%A6-01-01", "from=%EF%BC%92026-01-01", "from=2026-01-01%0A", "to=2026-13-01",
-     "from=0000-01-01", "cursor=" + base64.urlsafe_b64encode("١٢٣|x".encode()).decode().rstrip("="),
-     "cursor=" + base64.urlsafe_b64encode(("9" * 5000 + "|x").encode()).decode().rstrip("="),
-     "limit=%D9%A5", "limit=%C2%B2"],
+    [
+        "from=0001-01-01",
+        "to=9999-12-31",
+        "from=0001-01-01T00:00:00%2B01:00",
+        "to=9999-12-31T23:59:59-01:00",
+        "from=%D9%A2%D9%A0%D9%A2%D9%A6-01-01",
+        "from=%EF%BC%92026-01-01",
+        "from=2026-01-01%0A",
+        "to=2026-13-01",
+        "from=0000-01-01",
+        "cursor=" + base64.urlsafe_b64encode("١٢٣|x".encode()).decode().rstrip("="),
+        "cursor=" + base64.urlsafe_b64encode(("9" * 5000 + "|x").encode()).decode().rstrip("="),
+        "limit=%D9%A5",
+        "limit=%C2%B2",
+    ],
 )
 def test_a_redemption_period_outside_the_calendar_is_a_validation_error(app: Any, query: str) -> None:
     merchant = _admin(app).create_merchant("店", ("online",))
@@ -231,16 +276,29 @@ def _program_count(app: Any) -> int:
         ({"timezone": "Asia/" + "x" * 300}, "timezone"),
         ({"timezone": "Asia/Shanghai/"}, "timezone"),
         ({"timezone": "../../../../etc/passwd"}, "timezone"),
-        ({"targets": [{"county_code": "451227", "target_fen": 1}, {"county_code": "451227", "target_fen": 2}]},
-         "targets.1.county_code"),
+        (
+            {
+                "targets": [
+                    {"county_code": "451227", "target_fen": 1},
+                    {"county_code": "451227", "target_fen": 2},
+                ]
+            },
+            "targets.1.county_code",
+        ),
         ({"targets": [{"county_code": "٤٥١٢٢٧", "target_fen": 1}]}, "targets.0.county_code"),
         ({"targets": [{"county_code": "４５１２２７", "target_fen": 1}]}, "targets.0.county_code"),
-        ({"eligibility": {"certification_types": ["national"], "county_codes": ["٤٥١٢٢٧"]}},
-         "eligibility.county_codes"),
-        ({"eligibility": {"certification_types": ["national"], "county_codes": ["451227\n"]}},
-         "eligibility.county_codes"),
-        ({"eligibility": {"certification_types": ["national"], "county_codes": ["451227", "451227"]}},
-         "eligibility.county_codes"),
+        (
+            {"eligibility": {"certification_types": ["national"], "county_codes": ["٤٥١٢٢٧"]}},
+            "eligibility.county_codes",
+        ),
+        (
+            {"eligibility": {"certification_types": ["national"], "county_codes": ["451227\n"]}},
+            "eligibility.county_codes",
+        ),
+        (
+            {"eligibility": {"certification_types": ["national"], "county_codes": ["451227", "451227"]}},
+            "eligibility.county_codes",
+        ),
     ],
 )
 def test_a_programme_that_cannot_run_is_a_validation_error_and_creates_nothing(
@@ -261,10 +319,14 @@ def test_a_programme_in_a_real_time_zone_is_still_accepted(app: Any) -> None:
     assert resp.get_json()["timezone"] == "Asia/Urumqi"
 
 
-def test_merchant_headers_helper_still_signs_ascii_timestamps(platform_setup: tuple[Any, MerchantCaller, str]) -> None:
+def test_merchant_headers_helper_still_signs_ascii_timestamps(
+    platform_setup: tuple[Any, MerchantCaller, str],
+) -> None:
     app, m, path = platform_setup
     body = json.dumps({"tier": "T20", "holder_ref": "u1"}).encode()
-    resp = app.test_client().post(path, data=body, headers=merchant_headers(m.id, m.secret, "POST", path, body))
+    resp = app.test_client().post(
+        path, data=body, headers=merchant_headers(m.id, m.secret, "POST", path, body)
+    )
     assert resp.status_code == 201, resp.get_json()
 
 
@@ -288,7 +350,9 @@ def test_a_terminal_id_with_a_trailing_newline_or_other_digits_is_a_validation_e
     admin = _admin(app)
     merchant = admin.create_merchant("店", ("offline",))
     jwk = public_jwk(ec.generate_private_key(ec.SECP256R1()).public_key())
-    resp = admin.post(f"/api/v1/merchants/{merchant.id}/terminals", {"terminal_id": terminal_id, "public_key": jwk})
+    resp = admin.post(
+        f"/api/v1/merchants/{merchant.id}/terminals", {"terminal_id": terminal_id, "public_key": jwk}
+    )
     assert resp.status_code == 400 and problem_code(resp) == "validation_error", resp.get_json()
 
 

@@ -23,7 +23,9 @@ from voucher_service.services.credentials import create_admin_token
 from voucher_service.services.tokens import verify_voucher_token
 
 BASE45 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
-_SAMPLE = "VC1:" + b45encode(cbor2.dumps(cbor2.CBORTag(18, [b"\xa0", {}, b"\xa0\xa0\xa0\xa0\xa0\xa0", b"\0" * 64])))
+_SAMPLE = "VC1:" + b45encode(
+    cbor2.dumps(cbor2.CBORTag(18, [b"\xa0", {}, b"\xa0\xa0\xa0\xa0\xa0\xa0", b"\0" * 64]))
+)
 VARIANT_NAMES = sorted(encoding_variants(_SAMPLE))
 
 
@@ -34,8 +36,12 @@ def world(app: Any) -> World:
 
 
 def _preview(world: World, token: str) -> Any:
-    body = {"token": token, "order_id": "O-1", "channel": "online",
-            "items": [item(world.catalog.rice, 3, 5000)]}
+    body = {
+        "token": token,
+        "order_id": "O-1",
+        "channel": "online",
+        "items": [item(world.catalog.rice, 3, 5000)],
+    }
     return world.merchant.post("/api/v1/redemptions/preview", body)
 
 
@@ -117,4 +123,3 @@ def test_base45_is_canonical_every_text_that_decodes_is_the_encoding_of_its_byte
     except ValueError:
         return
     assert b45encode(raw) == text
-

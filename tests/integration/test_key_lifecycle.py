@@ -27,8 +27,14 @@ def _token_signed_by(ctx: Any, kid: str, *, exp: dt.datetime) -> str:
     loaded = ctx.keys.find(kid)
     now = int(ctx.now().timestamp())
     claims = VoucherClaims(
-        voucher_id=str(uuid.uuid4()), program_id=str(uuid.uuid4()), tier="T50", face_value_fen=5000,
-        min_spend_fen=15000, iat=now, nbf=now, exp=int(exp.timestamp()),
+        voucher_id=str(uuid.uuid4()),
+        program_id=str(uuid.uuid4()),
+        tier="T50",
+        face_value_fen=5000,
+        min_spend_fen=15000,
+        iat=now,
+        nbf=now,
+        exp=int(exp.timestamp()),
     )
     return encode_token(private, loaded.kid_bytes, claims.to_cbor_map())
 
@@ -57,7 +63,9 @@ def test_a_retired_key_past_its_end_expires_leaves_keys_and_stops_verifying(app:
     assert ctx.keys.find(old_kid) is None
 
 
-def test_a_retired_key_stays_while_a_voucher_it_signed_is_still_valid(app: Any, admin: Any, client: Any) -> None:
+def test_a_retired_key_stays_while_a_voucher_it_signed_is_still_valid(
+    app: Any, admin: Any, client: Any
+) -> None:
     from tests.helpers import consumer_headers
 
     ctx = app.extensions["voucher"]
@@ -70,14 +78,17 @@ def test_a_retired_key_stays_while_a_voucher_it_signed_is_still_valid(app: Any, 
     start = ctx.now()
     ctx.clock = lambda: start + key_service.RETIRED_GRACE + dt.timedelta(days=1)
     assert old_kid in {k["kid"] for k in client.get("/api/v1/keys").get_json()["keys"]}
-    assert verify_voucher_token(ctx, voucher.get_json()["token"]).voucher_id == voucher.get_json()["voucher_id"]
+    assert (
+        verify_voucher_token(ctx, voucher.get_json()["token"]).voucher_id == voucher.get_json()["voucher_id"]
+    )
 
 
 def test_a_key_stored_under_pkcs8_pbkdf2_is_reencrypted_with_scrypt_and_still_signs(app: Any) -> None:
     ctx = app.extensions["voucher"]
     active = ctx.keys.active()
     legacy = active.private_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(ctx.settings.signing_key_passphrase.encode()),
     )
     with ctx.sessions.begin() as s:

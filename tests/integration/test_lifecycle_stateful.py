@@ -134,7 +134,9 @@ class Model:
 # ---------------------------------------------------------------- the machine
 
 # Mostly certified lines, so that most baskets meet a minimum spend and redemptions happen.
-LINE = st.tuples(st.sampled_from([True, True, True, False]), st.sampled_from([1000, 5000, 8000]), st.integers(1, 3))
+LINE = st.tuples(
+    st.sampled_from([True, True, True, False]), st.sampled_from([1000, 5000, 8000]), st.integers(1, 3)
+)
 BASKET = st.lists(LINE, min_size=1, max_size=3)
 
 
@@ -159,10 +161,18 @@ class Lifecycle(RuleBasedStateMachine):
         self.now = utcnow()  # then moved only by the machine's rules
         self.ctx.clock = lambda: self.now
         self.admin = env.admin
-        tiers = [{"code": c, "face_value_fen": f, "min_spend_fen": m, "quantity": q} for c, (f, m, q) in TIERS.items()]
+        tiers = [
+            {"code": c, "face_value_fen": f, "min_spend_fen": m, "quantity": q}
+            for c, (f, m, q) in TIERS.items()
+        ]
         program = self.admin.create_program(
-            name="状态机测试券", budget_fen=BUDGET_FEN, starts_at="2026-01-01T00:00:00Z", voucher_validity_days=1,
-            per_person_limit=LIMIT, tiers=tiers, targets=[],
+            name="状态机测试券",
+            budget_fen=BUDGET_FEN,
+            starts_at="2026-01-01T00:00:00Z",
+            voucher_validity_days=1,
+            per_person_limit=LIMIT,
+            tiers=tiers,
+            targets=[],
             offline={"max_offline_fen_per_terminal": 500_000, "max_offline_hours": OFFLINE_HOURS},
         )
         self.program_id = program["id"]
@@ -187,8 +197,11 @@ class Lifecycle(RuleBasedStateMachine):
 
     def _items(self, basket: list[tuple[bool, int, int]]) -> list[dict[str, Any]]:
         return [
-            {"gtin": self.env.catalog.rice if eligible else self.env.catalog.unknown, "quantity": qty,
-             "unit_price_fen": unit}
+            {
+                "gtin": self.env.catalog.rice if eligible else self.env.catalog.unknown,
+                "quantity": qty,
+                "unit_price_fen": unit,
+            }
             for eligible, unit, qty in basket
         ]
 
@@ -202,8 +215,9 @@ class Lifecycle(RuleBasedStateMachine):
     @rule(holder=st.integers(0, HOLDERS - 1), tier=st.sampled_from(sorted(TIERS)))
     def claim(self, holder: int, tier: str) -> None:
         m = self.model
-        resp = self.client.post(f"/api/v1/programs/{self.program_id}/claims", json={"tier": tier},
-                                headers=self._consumer(holder))
+        resp = self.client.post(
+            f"/api/v1/programs/{self.program_id}/claims", json={"tier": tier}, headers=self._consumer(holder)
+        )
         if tier in m.sold_out_gate:
             expected = "tier_sold_out"
         elif not m.active:
@@ -216,9 +230,13 @@ class Lifecycle(RuleBasedStateMachine):
         else:
             assert resp.status_code == 201, resp.get_json()
             body = resp.get_json()
-            expires = min(self.now + dt.timedelta(days=1), dt.datetime(2099, 1, 31, 23, 59, 59, tzinfo=dt.UTC))
+            expires = min(
+                self.now + dt.timedelta(days=1), dt.datetime(2099, 1, 31, 23, 59, 59, tzinfo=dt.UTC)
+            )
             assert body["expires_at"] == rfc3339(expires) and body["face_value_fen"] == TIERS[tier][0]
-            m.vouchers[body["voucher_id"]] = MVoucher(body["voucher_id"], tier, holder, body["token"], expires)
+            m.vouchers[body["voucher_id"]] = MVoucher(
+                body["voucher_id"], tier, holder, body["token"], expires
+            )
             m.available[tier] -= 1
             m.claims[holder] += 1
             event("claim: issued")
@@ -231,10 +249,19 @@ class Lifecycle(RuleBasedStateMachine):
     @precondition(lambda self: self.model.vouchers)
     @rule(data=st.data(), basket=BASKET)
     def redeem(self, data: st.DataObject, basket: list[tuple[bool, int, int]]) -> None:
-        v = data.draw(st.sampled_from(sorted(self.model.vouchers.values(), key=lambda x: x.id)), label="voucher")
-        body = {"token": v.token, "order_id": f"M-{secrets.token_hex(6)}", "channel": "online",
-                "terminal_id": None, "items": self._items(basket)}
-        resp = self.merchant.post("/api/v1/redemptions", body, headers={"Idempotency-Key": secrets.token_hex(16)})
+        v = data.draw(
+            st.sampled_from(sorted(self.model.vouchers.values(), key=lambda x: x.id)), label="voucher"
+        )
+        body = {
+            "token": v.token,
+            "order_id": f"M-{secrets.token_hex(6)}",
+            "channel": "online",
+            "terminal_id": None,
+            "items": self._items(basket),
+        }
+        resp = self.merchant.post(
+            "/api/v1/redemptions", body, headers={"Idempotency-Key": secrets.token_hex(16)}
+        )
         eligible = sum(u * q for e, u, q in basket if e)
         if not self.model.active:
             status, expected = 409, "program_not_active"
@@ -269,13 +296,18 @@ class Lifecycle(RuleBasedStateMachine):
                 i = data.draw(st.sampled_from(open_lines), label="line")
                 returned = [(i, data.draw(st.integers(1, r.lines[i].qty - r.lines[i].returned), label="qty"))]
         payload = {} if returned is None else {"lines": [{"index": i, "quantity": q} for i, q in returned]}
-        resp = self.merchant.post(f"/api/v1/redemptions/{r.id}/reversals", payload,
-                                  headers={"Idempotency-Key": secrets.token_hex(16)})
+        resp = self.merchant.post(
+            f"/api/v1/redemptions/{r.id}/reversals",
+            payload,
+            headers={"Idempotency-Key": secrets.token_hex(16)},
+        )
         if not r.active:
             assert resp.status_code == 409 and problem_code(resp) == "invalid_state", resp.get_json()
             return
         assert resp.status_code == 201, resp.get_json()
-        for i, q in returned if returned is not None else [(i, ln.qty - ln.returned) for i, ln in enumerate(r.lines)]:
+        for i, q in (
+            returned if returned is not None else [(i, ln.qty - ln.returned) for i, ln in enumerate(r.lines)]
+        ):
             r.lines[i].returned += q
         v = m.vouchers[r.voucher_id]
         remaining = sum(ln.unit * (ln.qty - ln.returned) for ln in r.lines if ln.eligible)
@@ -299,20 +331,30 @@ class Lifecycle(RuleBasedStateMachine):
         # only for records dated while the programme runs, so they are made only then.
         if not self.model.active:
             return
-        candidates = [v for v in self.model.vouchers.values()
-                      if self.now < v.expires_at and v.id not in self.journaled[till]]
+        candidates = [
+            v
+            for v in self.model.vouchers.values()
+            if self.now < v.expires_at and v.id not in self.journaled[till]
+        ]
         if not candidates:
             return
         v = data.draw(st.sampled_from(sorted(candidates, key=lambda x: x.id)), label="voucher")
-        basket = data.draw(BASKET.filter(lambda b: sum(u * q for e, u, q in b if e) >= TIERS[v.tier][1]),
-                           label="basket")
+        basket = data.draw(
+            BASKET.filter(lambda b: sum(u * q for e, u, q in b if e) >= TIERS[v.tier][1]), label="basket"
+        )
         t = self.tills[till]
         items = self._items(basket)
         payload = {
-            "token": v.token, "voucher_id": v.id, "program_id": self.program_id,
-            "order_id": f"POS-{till}-{t.seq + 1}", "items": items,
-            "eligible_total_fen": sum(u * q for e, u, q in basket if e), "discount_fen": v.face, "lines": [],
-            "redeemed_at": rfc3339(self.now), "terminal_id": t.terminal_id,
+            "token": v.token,
+            "voucher_id": v.id,
+            "program_id": self.program_id,
+            "order_id": f"POS-{till}-{t.seq + 1}",
+            "items": items,
+            "eligible_total_fen": sum(u * q for e, u, q in basket if e),
+            "discount_fen": v.face,
+            "lines": [],
+            "redeemed_at": rfc3339(self.now),
+            "terminal_id": t.terminal_id,
         }
         self.pending[till].append(MRecord(v.id, {"basket": basket}, t.record(payload)))
         self.journaled[till].add(v.id)
@@ -323,8 +365,10 @@ class Lifecycle(RuleBasedStateMachine):
         records = self.pending[till]
         if not records:
             return
-        resp = self.merchant.post("/api/v1/offline-redemptions",
-                                  {"terminal_id": self.tills[till].terminal_id, "records": [r.record for r in records]})
+        resp = self.merchant.post(
+            "/api/v1/offline-redemptions",
+            {"terminal_id": self.tills[till].terminal_id, "records": [r.record for r in records]},
+        )
         assert resp.status_code == 200, resp.get_json()
         results = resp.get_json()["results"]
         assert [x["seq"] for x in results] == [r.record["seq"] for r in records]
@@ -347,8 +391,10 @@ class Lifecycle(RuleBasedStateMachine):
         """A till that lost the answer sends the same records again: duplicates, nothing changes."""
         if not self.last_batch[till] or self.pending[till]:
             return
-        resp = self.merchant.post("/api/v1/offline-redemptions",
-                                  {"terminal_id": self.tills[till].terminal_id, "records": self.last_batch[till]})
+        resp = self.merchant.post(
+            "/api/v1/offline-redemptions",
+            {"terminal_id": self.tills[till].terminal_id, "records": self.last_batch[till]},
+        )
         assert resp.status_code == 200, resp.get_json()
         assert {x["status"] for x in resp.get_json()["results"]} == {"duplicate"}, resp.get_json()
 
@@ -358,8 +404,11 @@ class Lifecycle(RuleBasedStateMachine):
     def advance_clock(self, hours: int) -> None:
         self.now += dt.timedelta(hours=hours)
 
-    @precondition(lambda self: any(v.status in ("issued", "expired") and not v.recycled
-                                   for v in self.model.vouchers.values()))
+    @precondition(
+        lambda self: any(
+            v.status in ("issued", "expired") and not v.recycled for v in self.model.vouchers.values()
+        )
+    )
     @rule(recycle=st.booleans())
     def expire(self, recycle: bool) -> None:
         (result,) = expire_vouchers(self.ctx, "admin:stateful", self.program_id, recycle=recycle)
@@ -370,15 +419,23 @@ class Lifecycle(RuleBasedStateMachine):
         recycled: list[MVoucher] = []
         if recycle:
             cutoff = self.now - dt.timedelta(hours=OFFLINE_HOURS)
-            recycled = [v for v in m.vouchers.values()
-                        if v.status == "expired" and not v.recycled and v.expires_at <= cutoff]
+            recycled = [
+                v
+                for v in m.vouchers.values()
+                if v.status == "expired" and not v.recycled and v.expires_at <= cutoff
+            ]
             for v in recycled:
                 v.recycled = True
                 m.available[v.tier] += 1
                 m.sold_out_gate.discard(v.tier)
         event(f"expire: expired {len(expired)}, recycled {len(recycled)}")
-        assert (result["expired"], result["expired_fen"]) == (len(expired), sum(v.face for v in expired)), result
-        assert (result["recycled"], result["recycled_fen"]) == (len(recycled), sum(v.face for v in recycled)), result
+        assert (result["expired"], result["expired_fen"]) == (len(expired), sum(v.face for v in expired)), (
+            result
+        )
+        assert (result["recycled"], result["recycled_fen"]) == (
+            len(recycled),
+            sum(v.face for v in recycled),
+        ), result
 
     # -- suspension
 
@@ -410,11 +467,18 @@ class Lifecycle(RuleBasedStateMachine):
     def once_only_redemption(self) -> None:
         with self.ctx.sessions() as s:
             doubled = s.execute(
-                select(Redemption.voucher_id).where(Redemption.program_id == self.program_id, Redemption.status == "active")
-                .group_by(Redemption.voucher_id).having(func.count() > 1)
+                select(Redemption.voucher_id)
+                .where(Redemption.program_id == self.program_id, Redemption.status == "active")
+                .group_by(Redemption.voucher_id)
+                .having(func.count() > 1)
             ).all()
-            active = dict(s.execute(select(Redemption.id, Redemption.discount_fen).where(
-                Redemption.program_id == self.program_id, Redemption.status == "active")).all())
+            active = dict(
+                s.execute(
+                    select(Redemption.id, Redemption.discount_fen).where(
+                        Redemption.program_id == self.program_id, Redemption.status == "active"
+                    )
+                ).all()
+            )
         assert doubled == []
         assert active == {r.id: r.discount for r in self.model.redemptions.values() if r.active}
         for v in self.model.vouchers.values():
@@ -423,16 +487,28 @@ class Lifecycle(RuleBasedStateMachine):
     @invariant()
     def limits_vouchers_and_pool(self) -> None:
         with self.ctx.sessions() as s:
-            per_holder = [n for (n,) in s.execute(
-                select(func.count()).where(Voucher.program_id == self.program_id, Voucher.holder_hash.is_not(None))
-                .group_by(Voucher.holder_hash)).all()]
-            rows = s.execute(select(Voucher.id, Voucher.tier_code, Voucher.status, Voucher.recycled_at).where(
-                Voucher.program_id == self.program_id)).all()
+            per_holder = [
+                n
+                for (n,) in s.execute(
+                    select(func.count())
+                    .where(Voucher.program_id == self.program_id, Voucher.holder_hash.is_not(None))
+                    .group_by(Voucher.holder_hash)
+                ).all()
+            ]
+            rows = s.execute(
+                select(Voucher.id, Voucher.tier_code, Voucher.status, Voucher.recycled_at).where(
+                    Voucher.program_id == self.program_id
+                )
+            ).all()
         assert max(per_holder, default=0) <= LIMIT
         assert sorted(per_holder) == sorted(n for n in self.model.claims.values() if n)
-        claimed = {vid: (status, recycled is not None) for vid, _, status, recycled in rows if status != "available"}
+        claimed = {
+            vid: (status, recycled is not None) for vid, _, status, recycled in rows if status != "available"
+        }
         assert claimed == {v.id: (v.status, v.recycled) for v in self.model.vouchers.values()}
-        pool = {t: sum(1 for _, tier, status, _ in rows if tier == t and status == "available") for t in TIERS}
+        pool = {
+            t: sum(1 for _, tier, status, _ in rows if tier == t and status == "available") for t in TIERS
+        }
         assert pool == self.model.available
 
 
@@ -441,7 +517,9 @@ class Lifecycle(RuleBasedStateMachine):
 
 @contextmanager
 def _env(tmp_path: Path, database_url: str, redis_url: str | None) -> Iterator[Env]:
-    cfg = make_settings(tmp_path, database_url, redis_url, session_ttl_s=400 * 86_400, otp_sends_per_hour=10_000)
+    cfg = make_settings(
+        tmp_path, database_url, redis_url, session_ttl_s=400 * 86_400, otp_sends_per_hour=10_000
+    )
     if redis_url is None:
         prepare(cfg).engine.dispose()
     app = create_app(cfg)
@@ -455,10 +533,17 @@ def _env(tmp_path: Path, database_url: str, redis_url: str | None) -> Iterator[E
 
 def _run(env: Env, max_examples: int, steps: int) -> None:
     machine = type("LifecycleMachine", (Lifecycle,), {"env": env})
-    run_state_machine_as_test(machine, settings=settings(
-        max_examples=max_examples, stateful_step_count=steps, deadline=None, derandomize=True,
-        database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    ))
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=max_examples,
+            stateful_step_count=steps,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )
 
 
 def test_lifecycle_on_sqlite(tmp_path: Path) -> None:

@@ -43,7 +43,9 @@ def shop(ctx: Any, admin: Admin) -> Any:
     return make
 
 
-def test_a_record_dated_while_the_programme_was_suspended_is_rejected(ctx: Any, admin: Admin, shop: Any) -> None:
+def test_a_record_dated_while_the_programme_was_suspended_is_rejected(
+    ctx: Any, admin: Admin, shop: Any
+) -> None:
     merchant, till, program = shop()
     t0 = ctx.now()
     records = [
@@ -63,7 +65,9 @@ def test_a_record_dated_while_the_programme_was_suspended_is_rejected(ctx: Any, 
     ]
 
 
-def test_a_record_dated_after_a_suspension_that_still_lasts_is_rejected(ctx: Any, admin: Admin, shop: Any) -> None:
+def test_a_record_dated_after_a_suspension_that_still_lasts_is_rejected(
+    ctx: Any, admin: Admin, shop: Any
+) -> None:
     merchant, till, program = shop()
     t0 = ctx.now()
     record = _record(ctx, till, program["id"], t0 + dt.timedelta(minutes=15), "during")
@@ -76,7 +80,9 @@ def test_a_record_dated_after_a_suspension_that_still_lasts_is_rejected(ctx: Any
 def test_the_server_caps_a_terminals_offline_discounts_earliest_records_first(ctx: Any, shop: Any) -> None:
     merchant, till, program = shop(max_offline_fen_per_terminal=10_000)  # two T50 vouchers
     t0 = ctx.now()
-    records = [_record(ctx, till, program["id"], t0 + dt.timedelta(seconds=10 + i), f"o-{i}") for i in range(4)]
+    records = [
+        _record(ctx, till, program["id"], t0 + dt.timedelta(seconds=10 + i), f"o-{i}") for i in range(4)
+    ]
     ctx.clock = lambda: t0 + dt.timedelta(seconds=60)
     results = upload(merchant, till.terminal_id, list(reversed(records)))  # judged in seq order anyway
     assert results == [
@@ -90,10 +96,14 @@ def test_the_server_caps_a_terminals_offline_discounts_earliest_records_first(ct
 def test_uploading_one_record_at_a_time_does_not_reset_the_cap(ctx: Any, shop: Any) -> None:
     merchant, till, program = shop(max_offline_fen_per_terminal=5_000)
     t0 = ctx.now()
-    made_offline = [_record(ctx, till, program["id"], t0 + dt.timedelta(seconds=10 + i), f"o-{i}") for i in range(3)]
+    made_offline = [
+        _record(ctx, till, program["id"], t0 + dt.timedelta(seconds=10 + i), f"o-{i}") for i in range(3)
+    ]
     ctx.clock = lambda: t0 + dt.timedelta(seconds=60)
     assert upload(merchant, till.terminal_id, made_offline[:1]) == [(1, "accepted", None)]
-    assert upload(merchant, till.terminal_id, made_offline[1:2]) == [(2, "rejected", "offline_limit_exceeded")]
+    assert upload(merchant, till.terminal_id, made_offline[1:2]) == [
+        (2, "rejected", "offline_limit_exceeded")
+    ]
     assert upload(merchant, till.terminal_id, made_offline[2:]) == [(3, "rejected", "offline_limit_exceeded")]
     # A record made after the last upload starts a new offline period (uploaded a little later).
     later = _record(ctx, till, program["id"], t0 + dt.timedelta(seconds=62), "after-sync")
@@ -101,7 +111,9 @@ def test_uploading_one_record_at_a_time_does_not_reset_the_cap(ctx: Any, shop: A
     assert upload(merchant, till.terminal_id, [later]) == [(4, "accepted", None)]
 
 
-def test_a_record_dated_beyond_max_offline_hours_after_the_last_refresh_is_rejected(ctx: Any, shop: Any) -> None:
+def test_a_record_dated_beyond_max_offline_hours_after_the_last_refresh_is_rejected(
+    ctx: Any, shop: Any
+) -> None:
     merchant, till, program = shop(max_offline_hours=24)
     t0 = ctx.now()  # the terminal was registered (and never refreshed) at t0
     stale = _record(ctx, till, program["id"], t0 + dt.timedelta(hours=25), "stale")
@@ -120,7 +132,9 @@ def test_a_record_dated_beyond_max_offline_hours_after_the_last_refresh_is_rejec
     assert upload(merchant, till.terminal_id, [fresh]) == [(2, "accepted", None)]
 
 
-def test_a_refresh_naming_an_unknown_terminal_changes_nothing_and_is_not_an_error(ctx: Any, shop: Any) -> None:
+def test_a_refresh_naming_an_unknown_terminal_changes_nothing_and_is_not_an_error(
+    ctx: Any, shop: Any
+) -> None:
     merchant, till, _ = shop()
     assert merchant.get("/api/v1/merchant/programs?terminal_id=nobody").status_code == 200
     assert merchant.get("/api/v1/merchant/programs?terminal_id=" + "x" * 65).status_code == 400

@@ -25,14 +25,28 @@ def world(request):
 def test_an_expired_voucher_redeemed_offline_before_expiry(world, recycled):
     ctx = world.ctx
     now = ctx.now()
-    voucher_id, token = world.voucher(valid_from=now - dt.timedelta(days=2), expires_at=now - dt.timedelta(hours=1))
+    voucher_id, token = world.voucher(
+        valid_from=now - dt.timedelta(days=2), expires_at=now - dt.timedelta(hours=1)
+    )
     with ctx.sessions.begin() as s:
         # History: the programme ran for days, the voucher expired an hour ago (and maybe was recycled).
-        s.execute(update(Program).where(Program.id == world.program_id).values(activated_at=now - dt.timedelta(days=3)))
-        s.execute(update(Voucher).where(Voucher.id == voucher_id).values(
-            status="expired", recycled_at=now if recycled else None))
-    payload = {"token": token, "voucher_id": voucher_id, "order_id": "POS-1",
-               "redeemed_at": rfc3339(now - dt.timedelta(hours=2)), "items": [item(world.catalog.rice, 4, 5000)]}
+        s.execute(
+            update(Program)
+            .where(Program.id == world.program_id)
+            .values(activated_at=now - dt.timedelta(days=3))
+        )
+        s.execute(
+            update(Voucher)
+            .where(Voucher.id == voucher_id)
+            .values(status="expired", recycled_at=now if recycled else None)
+        )
+    payload = {
+        "token": token,
+        "voucher_id": voucher_id,
+        "order_id": "POS-1",
+        "redeemed_at": rfc3339(now - dt.timedelta(hours=2)),
+        "items": [item(world.catalog.rice, 4, 5000)],
+    }
     with ctx.sessions.begin() as s:
         status, code, redemption_id = record_offline_redemption(ctx, s, world.merchant.id, "till-1", payload)
     if recycled:

@@ -30,7 +30,9 @@ def test_metrics_are_prometheus_text(client):
     client.get("/healthz")
     resp = client.get("/metrics")
     assert resp.mimetype == "text/plain"
-    assert 'voucher_http_requests_total{route="/healthz",method="GET",status="200"}' in resp.get_data(as_text=True)
+    assert 'voucher_http_requests_total{route="/healthz",method="GET",status="200"}' in resp.get_data(
+        as_text=True
+    )
 
 
 def test_readyz_on_postgres_and_redis(pg_app):
@@ -47,7 +49,15 @@ def test_openapi_document_is_valid_and_describes_every_route(client):
     validate(doc)
     for route in ROUTES:
         assert route.method in doc["paths"][route.path], (route.method, route.path)
-    for path in ("/api/v1/programs/{program_id}/claims", "/api/v1/redemptions", "/api/v1/keys",
-                 "/api/v1/offline-redemptions", "/api/v1/products/snapshot", "/healthz", "/readyz", "/metrics",
-                 "/api/v1/openapi.json"):
+    for path in (
+        "/api/v1/programs/{program_id}/claims",
+        "/api/v1/redemptions",
+        "/api/v1/keys",
+        "/api/v1/offline-redemptions",
+        "/api/v1/products/snapshot",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/v1/openapi.json",
+    ):
         assert path in doc["paths"], path

@@ -39,7 +39,10 @@ def proxied(tmp_path: Path, pg_database_factory: Callable[[], str]) -> Iterator[
     """The app on its own PostgreSQL database reached through a proxy, with Redis of its own."""
     direct = pg_database_factory()
     url = make_url(direct)
-    with tcp_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy, private_redis(tmp_path / "redis") as r:
+    with (
+        tcp_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy,
+        private_redis(tmp_path / "redis") as r,
+    ):
         via_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
         prepare(make_settings(tmp_path, direct)).engine.dispose()
         app = create_app(make_settings(tmp_path, via_proxy, r.url))
@@ -77,13 +80,20 @@ def test_a_connection_killed_by_the_database_does_not_fail_the_next_request(prox
     try:
         with killer.connect() as conn:  # only this test's own database
             killed = conn.execute(
-                text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                     "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": db}
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = :db AND pid <> pg_backend_pid()"
+                ),
+                {"db": db},
             ).scalar()
             assert killed and killed >= 1
             deadline = time.monotonic() + 10
-            while conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = :db"),
-                               {"db": db}).scalar() and time.monotonic() < deadline:
+            while (
+                conn.execute(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE datname = :db"), {"db": db}
+                ).scalar()
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.05)
     finally:
         killer.dispose()
@@ -130,14 +140,20 @@ def test_redis_down_refuses_what_needs_it_with_503_and_serves_the_rest(with_priv
     # Merchant requests need their nonce remembered: never accepted without it.
     assert_503(world.redeem(token, [item(world.catalog.rice, 3, 5000)]))
     assert_503(world.merchant.get("/api/v1/merchant/programs"))
-    claim = platform.post(f"/api/v1/programs/{world.program_id}/claims", {"tier": "T20", "holder_ref": "u1"},
-                          headers={"Idempotency-Key": "k-1"})
+    claim = platform.post(
+        f"/api/v1/programs/{world.program_id}/claims",
+        {"tier": "T20", "holder_ref": "u1"},
+        headers={"Idempotency-Key": "k-1"},
+    )
     assert_503(claim)
     # Consumers need one-time codes and rate limits.
     assert_503(public.post("/api/v1/consumer/otp", json={"phone": "13900000001"}))
     r.start()
-    resp = world.merchant.post("/api/v1/redemptions", checkout(token, [item(world.catalog.rice, 3, 5000)]),
-                               headers={"Idempotency-Key": "after"})
+    resp = world.merchant.post(
+        "/api/v1/redemptions",
+        checkout(token, [item(world.catalog.rice, 3, 5000)]),
+        headers={"Idempotency-Key": "after"},
+    )
     assert resp.status_code == 201, json.dumps(resp.get_json())
 
 
@@ -186,7 +202,10 @@ def test_a_request_cut_off_by_the_database_going_away_leaves_no_stuck_key(proxie
     again = world.merchant.post("/api/v1/redemptions", body, headers=headers)
     assert again.data == resp.data
     with ctx.sessions() as s:
-        assert s.scalar(select(func.count()).select_from(Redemption).where(Redemption.voucher_id == voucher_id)) == 1
+        assert (
+            s.scalar(select(func.count()).select_from(Redemption).where(Redemption.voucher_id == voucher_id))
+            == 1
+        )
 
 
 def test_a_slow_request_keeps_its_lease_while_it_runs(tmp_path: Path, pg_session_url: str) -> None:
@@ -200,9 +219,13 @@ def test_a_slow_request_keeps_its_lease_while_it_runs(tmp_path: Path, pg_session
         _after_the_lease(ctx.engine, lambda: time.sleep(5))  # 2.5 leases
         headers = {"Idempotency-Key": "slow-1"}
         first: list[Any] = []
-        slow = threading.Thread(target=lambda: first.append(
-            MerchantCaller(app.test_client(), world.merchant.id, world.merchant.secret).post(
-                "/api/v1/redemptions", body, headers=headers)))
+        slow = threading.Thread(
+            target=lambda: first.append(
+                MerchantCaller(app.test_client(), world.merchant.id, world.merchant.secret).post(
+                    "/api/v1/redemptions", body, headers=headers
+                )
+            )
+        )
         slow.start()
         time.sleep(3.5)  # the first lease would have run out by now
         retry = world.merchant.post("/api/v1/redemptions", body, headers=headers)
@@ -213,7 +236,11 @@ def test_a_slow_request_keeps_its_lease_while_it_runs(tmp_path: Path, pg_session
         again = world.merchant.post("/api/v1/redemptions", body, headers=headers)
         assert again.data == first[0].data
         with ctx.sessions() as s:
-            assert s.scalar(
-                select(func.count()).select_from(Redemption).where(Redemption.voucher_id == voucher_id)) == 1
+            assert (
+                s.scalar(
+                    select(func.count()).select_from(Redemption).where(Redemption.voucher_id == voucher_id)
+                )
+                == 1
+            )
     finally:
         ctx.engine.dispose()

@@ -25,8 +25,10 @@ def csrf(resp) -> str:
 def log_in(client, ctx, phone=PHONE):
     token = csrf(client.get("/wallet/login"))
     assert client.post("/wallet/login/code", data={"phone": phone, "csrf_token": token}).status_code == 200
-    resp = client.post("/wallet/login", data={"phone": phone, "code": sms_code(ctx.settings.sms_outbox, phone),
-                                              "csrf_token": token})
+    resp = client.post(
+        "/wallet/login",
+        data={"phone": phone, "code": sms_code(ctx.settings.sms_outbox, phone), "csrf_token": token},
+    )
     assert resp.status_code == 302 and resp.headers["Location"] == "/wallet/"
     return resp
 
@@ -90,7 +92,9 @@ def test_languages_default_to_chinese(client):
     resp = client.get("/?lang=en", headers={"Accept-Language": "zh-CN"})
     assert "Open programmes" in resp.get_data(as_text=True)
     assert any(h.startswith("lang=en") for h in resp.headers.getlist("Set-Cookie"))
-    assert "Product check" in client.get("/check", headers={"Accept-Language": "zh-CN"}).get_data(as_text=True)
+    assert "Product check" in client.get("/check", headers={"Accept-Language": "zh-CN"}).get_data(
+        as_text=True
+    )
     assert "产品查询" in client.get("/check?lang=zh").get_data(as_text=True)
 
 
@@ -98,12 +102,16 @@ def test_sms_codes_and_logins_are_rate_limited(app, ctx):
     client = app.test_client()
     token = csrf(client.get("/wallet/login"))
     for _ in range(ctx.settings.otp_sends_per_hour):
-        assert client.post("/wallet/login/code", data={"phone": PHONE, "csrf_token": token}).status_code == 200
+        assert (
+            client.post("/wallet/login/code", data={"phone": PHONE, "csrf_token": token}).status_code == 200
+        )
     resp = client.post("/wallet/login/code", data={"phone": PHONE, "csrf_token": token})
     assert resp.status_code == 429 and int(resp.headers["Retry-After"]) > 0
     assert "尝试次数过多" in resp.get_data(as_text=True)
-    statuses = [client.post("/wallet/login", data={"phone": PHONE, "code": "000000", "csrf_token": token}).status_code
-                for _ in range(12)]
+    statuses = [
+        client.post("/wallet/login", data={"phone": PHONE, "code": "000000", "csrf_token": token}).status_code
+        for _ in range(12)
+    ]
     assert statuses[0] == 401 and statuses[-1] == 429  # wrong codes, then the per-number login limit
 
 
@@ -122,23 +130,35 @@ def test_a_fullwidth_phone_logs_in_as_the_same_resident(app, ctx, admin):
     token = csrf(client.get("/wallet/login"))
     wide = "１３８００１３８０００"
     assert client.post("/wallet/login/code", data={"phone": wide, "csrf_token": token}).status_code == 200
-    resp = client.post("/wallet/login", data={"phone": wide, "code": sms_code(ctx.settings.sms_outbox, PHONE),
-                                              "csrf_token": token}, follow_redirects=True)
+    resp = client.post(
+        "/wallet/login",
+        data={"phone": wide, "code": sms_code(ctx.settings.sms_outbox, PHONE), "csrf_token": token},
+        follow_redirects=True,
+    )
     assert "减 ¥20.00" in resp.get_data(as_text=True)  # the voucher of 13800138000
 
 
 def test_a_sold_out_tier_is_shown_and_refused(app, ctx, admin):
-    program = admin.create_program(tiers=[{"code": "T50", "face_value_fen": 5000, "min_spend_fen": 15000, "quantity": 1},
-                                          {"code": "T20", "face_value_fen": 2000, "min_spend_fen": 6000, "quantity": 5}])
-    issuance.claim_voucher(ctx, program["id"], "T50", issuance.Claimant(phone_holder(ctx, "13900139000"), "test"))
+    program = admin.create_program(
+        tiers=[
+            {"code": "T50", "face_value_fen": 5000, "min_spend_fen": 15000, "quantity": 1},
+            {"code": "T20", "face_value_fen": 2000, "min_spend_fen": 6000, "quantity": 5},
+        ]
+    )
+    issuance.claim_voucher(
+        ctx, program["id"], "T50", issuance.Claimant(phone_holder(ctx, "13900139000"), "test")
+    )
     app.extensions.pop("voucher_open_programmes", None)
     client = app.test_client()
     log_in(client, ctx)
     page = client.get("/wallet/").get_data(as_text=True)
     assert "已领完" in page and "剩余 5 张" in page and 'data-tier="T50"' not in page
     token = csrf(client.get("/wallet/"))
-    resp = client.post("/wallet/claim", data={"program_id": program["id"], "tier": "T50", "csrf_token": token},
-                       follow_redirects=True)
+    resp = client.post(
+        "/wallet/claim",
+        data={"program_id": program["id"], "tier": "T50", "csrf_token": token},
+        follow_redirects=True,
+    )
     assert "该消费券已领完" in resp.get_data(as_text=True)
     assert issuance.holder_vouchers(ctx, phone_holder(ctx, PHONE)) == []
 
@@ -154,8 +174,12 @@ def test_a_claim_form_sent_twice_claims_once_and_shows_that_voucher(app, ctx, ad
     client = app.test_client()
     log_in(client, ctx)
     page = client.get("/wallet/")
-    form = {"program_id": program["id"], "tier": "T50", "csrf_token": csrf(page),
-            "form_id": re.search(r'name="form_id" value="([^"]+)"', page.get_data(as_text=True)).group(1)}
+    form = {
+        "program_id": program["id"],
+        "tier": "T50",
+        "csrf_token": csrf(page),
+        "form_id": re.search(r'name="form_id" value="([^"]+)"', page.get_data(as_text=True)).group(1),
+    }
     first = client.post("/wallet/claim", data=form)
     again = client.post("/wallet/claim", data=form)  # a double click, or the page sent again
     assert first.status_code == again.status_code == 302
@@ -184,18 +208,26 @@ def test_the_cached_status_of_an_open_voucher_page_follows_a_redemption_and_a_re
     shop = admin.create_merchant(enrol_in=program["id"])
     client = app.test_client()
     log_in(client, ctx)
-    out = issuance.claim_voucher(ctx, program["id"], "T50", issuance.Claimant(phone_holder(ctx, PHONE), "test"))
+    out = issuance.claim_voucher(
+        ctx, program["id"], "T50", issuance.Claimant(phone_holder(ctx, PHONE), "test")
+    )
     url = f"/wallet/vouchers/{out['voucher_id']}/status"
     first = client.get(url)
     assert first.get_json()["status"] == "issued"
     assert client.get(url, headers={"If-None-Match": first.headers["ETag"]}).status_code == 304
     items = [{"gtin": ok[8].split("|")[0], "name": "x", "quantity": 2, "unit_price_fen": 9000}]
-    redeemed = shop.post("/api/v1/redemptions", {"token": out["token"], "order_id": "O-1", "channel": "offline",
-                                                 "items": items}, headers={"Idempotency-Key": "k-1"})
+    redeemed = shop.post(
+        "/api/v1/redemptions",
+        {"token": out["token"], "order_id": "O-1", "channel": "offline", "items": items},
+        headers={"Idempotency-Key": "k-1"},
+    )
     assert redeemed.status_code == 201, redeemed.get_json()
     after = client.get(url, headers={"If-None-Match": first.headers["ETag"]})
     assert after.status_code == 200 and after.get_json() == {"status": "redeemed", "label": "已使用"}
-    back = shop.post(f"/api/v1/redemptions/{redeemed.get_json()['redemption_id']}/reversals", {},
-                     headers={"Idempotency-Key": "k-2"})
+    back = shop.post(
+        f"/api/v1/redemptions/{redeemed.get_json()['redemption_id']}/reversals",
+        {},
+        headers={"Idempotency-Key": "k-2"},
+    )
     assert back.status_code == 201, back.get_json()
     assert client.get(url).get_json()["status"] == "issued"  # returned in full: the voucher is usable again

@@ -17,8 +17,13 @@ def test_created_programme_is_a_draft_with_its_tiers(admin):
 def test_activation_mints_the_pool_and_stats_count_it(admin):
     program = admin.create_program()
     stats = admin.get(f"/api/v1/programs/{program['id']}").get_json()["stats"]
-    assert stats == {"claimed": 0, "redeemed": 0, "claimed_fen": 0, "redeemed_fen": 0,
-                     "remaining_by_tier": {"T50": 100, "T20": 250}}
+    assert stats == {
+        "claimed": 0,
+        "redeemed": 0,
+        "claimed_fen": 0,
+        "redeemed_fen": 0,
+        "remaining_by_tier": {"T50": 100, "T20": 250},
+    }
 
 
 def test_tiers_over_budget_are_refused(admin):
@@ -61,7 +66,9 @@ def test_unknown_programme_is_not_found(admin):
 
 
 def test_merchant_secret_is_shown_once_and_not_stored_in_clear(admin, ctx):
-    resp = admin.post("/api/v1/merchants", {"name": "百色芒果旗舰店", "channels": ["online"], "platform": True})
+    resp = admin.post(
+        "/api/v1/merchants", {"name": "百色芒果旗舰店", "channels": ["online"], "platform": True}
+    )
     assert resp.status_code == 201
     m = resp.get_json()
     assert m["api_secret"].startswith("vsk_")
@@ -80,7 +87,10 @@ def test_enrolment_is_idempotent(admin):
     first = admin.post(f"/api/v1/programs/{program['id']}/merchants", {"merchant_id": m.id})
     second = admin.post(f"/api/v1/programs/{program['id']}/merchants", {"merchant_id": m.id})
     assert (first.status_code, second.status_code) == (201, 200)
-    assert problem_code(admin.post(f"/api/v1/programs/{program['id']}/merchants", {"merchant_id": "x"})) == "not_found"
+    assert (
+        problem_code(admin.post(f"/api/v1/programs/{program['id']}/merchants", {"merchant_id": "x"}))
+        == "not_found"
+    )
 
 
 def test_terminal_registration_by_the_merchant_itself_and_not_by_another(admin):
@@ -98,7 +108,9 @@ def test_terminal_registration_by_the_merchant_itself_and_not_by_another(admin):
     assert clash.status_code == 409
     denied = b.post(f"/api/v1/merchants/{a.id}/terminals", {"terminal_id": "till-2", "public_key": jwk})
     assert problem_code(denied) == "forbidden"
-    bad = a.post(f"/api/v1/merchants/{a.id}/terminals", {"terminal_id": "till-3", "public_key": {"kty": "RSA"}})
+    bad = a.post(
+        f"/api/v1/merchants/{a.id}/terminals", {"terminal_id": "till-3", "public_key": {"kty": "RSA"}}
+    )
     assert problem_code(bad) == "validation_error"
 
 

@@ -27,9 +27,17 @@ pytestmark = pytest.mark.postgres
 
 def _catalog() -> Catalog:
     tag = secrets.token_hex(4)
-    return Catalog(rice=random_gtin(), tea=random_gtin(), expired=random_gtin(), suspended=random_gtin(),
-                   revoked=random_gtin(), shenzhen=random_gtin(), unknown=random_gtin(),
-                   rice_cert=f"GX-RICE-{tag}", tea_cert=f"NAT-TEA-{tag}")
+    return Catalog(
+        rice=random_gtin(),
+        tea=random_gtin(),
+        expired=random_gtin(),
+        suspended=random_gtin(),
+        revoked=random_gtin(),
+        shenzhen=random_gtin(),
+        unknown=random_gtin(),
+        rice_cert=f"GX-RICE-{tag}",
+        tea_cert=f"NAT-TEA-{tag}",
+    )
 
 
 def _load(ctx: Any, c: Catalog) -> None:
@@ -72,8 +80,11 @@ def _rows(ctx: Any, redemption_id: str, names: dict[str, str]) -> dict[str, Any]
     voucher_id = next(k for k, v in names.items() if v == "<voucher>")
     with ctx.sessions() as s:
         r = s.get(Redemption, redemption_id)
-        lines = s.scalars(select(RedemptionLine).where(RedemptionLine.redemption_id == redemption_id)
-                          .order_by(RedemptionLine.index))
+        lines = s.scalars(
+            select(RedemptionLine)
+            .where(RedemptionLine.redemption_id == redemption_id)
+            .order_by(RedemptionLine.index)
+        )
         ledger = s.scalars(select(LedgerEntry).where(LedgerEntry.ref == redemption_id))
         audit = s.scalars(select(AuditEntry).where(AuditEntry.entity_id == redemption_id))
         events = s.scalars(select(RevocationEvent).where(RevocationEvent.voucher_id == voucher_id))
@@ -100,9 +111,13 @@ def _redeem_online(world: World, c: Catalog, at: dt.datetime) -> tuple[dict[str,
         stored = s.get(IdempotencyRecord, (world.merchant.id, key))
         assert stored is not None and stored.state == "done" and stored.response_status == 201
         assert bytes(stored.response_body or b"") == resp.data
-    names = {voucher_id: "<voucher>", world.program_id: "<program>", world.merchant.id: "<merchant>",
-             f"merchant:{world.merchant.id}": "merchant:<merchant>",
-             body["redemption_id"]: "<redemption>"}
+    names = {
+        voucher_id: "<voucher>",
+        world.program_id: "<program>",
+        world.merchant.id: "<merchant>",
+        f"merchant:{world.merchant.id}": "merchant:<merchant>",
+        body["redemption_id"]: "<redemption>",
+    }
     return _rows(world.ctx, body["redemption_id"], names), resp.data
 
 
@@ -118,8 +133,9 @@ def test_postgres_and_sqlite_write_identical_rows_for_the_same_redemption(
     assert pg_rows == lite_rows
     # The comparison has teeth: every kind of row was written, and the books moved the discount.
     assert len(pg_rows["lines"]) == 6 and len(pg_rows["ledger"]) == 1 and len(pg_rows["audit"]) == 1
-    assert pg_rows["events"] == [{"program_id": "<program>", "voucher_id": "<voucher>", "kind": "redeemed",
-                                  "created_at": at}]
+    assert pg_rows["events"] == [
+        {"program_id": "<program>", "voucher_id": "<voucher>", "kind": "redeemed", "created_at": at}
+    ]
     assert pg_rows["ledger"][0]["from_bucket"] == "outstanding"
     assert pg_rows["ledger"][0]["amount_fen"] == pg_rows["redemption"]["discount_fen"] > 0
     assert pg_rows["audit"][0]["data"]["terminal_id"] == "POS-7"
@@ -135,15 +151,24 @@ def _redeem_offline_expired(world: World, c: Catalog, base: dt.datetime) -> dict
     ctx.clock = lambda: base + dt.timedelta(hours=4)
     with ctx.sessions.begin() as s:
         s.execute(update(Voucher).where(Voucher.id == voucher_id).values(status="expired"))
-    payload = {"token": token, "order_id": "OFF-1", "voucher_id": voucher_id, "items": _basket(c),
-               "redeemed_at": redeemed_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    payload = {
+        "token": token,
+        "order_id": "OFF-1",
+        "voucher_id": voucher_id,
+        "items": _basket(c),
+        "redeemed_at": redeemed_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
     with ctx.sessions.begin() as s:
         status, code, redemption_id = record_offline_redemption(ctx, s, world.merchant.id, "TILL-1", payload)
     assert (status, code) == ("accepted", None), (status, code)
     assert redemption_id is not None
-    names = {voucher_id: "<voucher>", world.program_id: "<program>", world.merchant.id: "<merchant>",
-             f"merchant:{world.merchant.id}": "merchant:<merchant>",
-             redemption_id: "<redemption>"}
+    names = {
+        voucher_id: "<voucher>",
+        world.program_id: "<program>",
+        world.merchant.id: "<merchant>",
+        f"merchant:{world.merchant.id}": "merchant:<merchant>",
+        redemption_id: "<redemption>",
+    }
     return _rows(ctx, redemption_id, names)
 
 
@@ -183,13 +208,28 @@ def test_the_partial_unique_index_still_guards_on_both(
         assert again.status_code == 409 and problem_code(again) == "voucher_already_redeemed"
         with world.ctx.sessions() as s:
             assert len(list(s.scalars(select(Redemption).where(Redemption.voucher_id == voucher_id)))) == 1
-            assert len(list(s.scalars(select(LedgerEntry).where(LedgerEntry.voucher_id == voucher_id,
-                                                                LedgerEntry.kind == "redeem")))) == 1
+            assert (
+                len(
+                    list(
+                        s.scalars(
+                            select(LedgerEntry).where(
+                                LedgerEntry.voucher_id == voucher_id, LedgerEntry.kind == "redeem"
+                            )
+                        )
+                    )
+                )
+                == 1
+            )
 
 
-@pytest.mark.parametrize(("change", "status", "code"), [("redeemed", 409, "voucher_already_redeemed"),
-                                                        ("void", 422, "voucher_void"),
-                                                        ("lease", 409, "idempotency_in_progress")])
+@pytest.mark.parametrize(
+    ("change", "status", "code"),
+    [
+        ("redeemed", 409, "voucher_already_redeemed"),
+        ("void", 422, "voucher_void"),
+        ("lease", 409, "idempotency_in_progress"),
+    ],
+)
 def test_a_change_after_the_checks_stops_the_one_statement_write(
     pg_admin: Admin, pg_app: Any, monkeypatch: Any, change: str, status: int, code: str
 ) -> None:
@@ -218,7 +258,13 @@ def test_a_change_after_the_checks_stops_the_one_statement_write(
     assert resp.status_code == status and problem_code(resp) == code
     with ctx.sessions() as s:
         assert s.scalars(select(Redemption).where(Redemption.voucher_id == voucher_id)).first() is None
-        assert s.scalars(select(LedgerEntry).where(LedgerEntry.voucher_id == voucher_id,
-                                                   LedgerEntry.kind == "redeem")).first() is None
-        assert s.scalars(select(RevocationEvent).where(RevocationEvent.voucher_id == voucher_id)).first() is None
+        assert (
+            s.scalars(
+                select(LedgerEntry).where(LedgerEntry.voucher_id == voucher_id, LedgerEntry.kind == "redeem")
+            ).first()
+            is None
+        )
+        assert (
+            s.scalars(select(RevocationEvent).where(RevocationEvent.voucher_id == voucher_id)).first() is None
+        )
         assert s.get(Voucher, voucher_id).status == ("issued" if change == "lease" else change)  # type: ignore[union-attr]

@@ -28,14 +28,17 @@ class Platform:
     """A platform merchant claiming vouchers for its users without an Idempotency-Key."""
 
     def __init__(self, admin: Admin, program_id: str) -> None:
-        self.caller = admin.create_merchant("电商平台", channels=("online",), platform=True, enrol_in=program_id)
+        self.caller = admin.create_merchant(
+            "电商平台", channels=("online",), platform=True, enrol_in=program_id
+        )
         self.path = f"/api/v1/programs/{program_id}/claims"
 
     def signed(self, holder_ref: str, *, age_s: int = 5) -> tuple[bytes, dict[str, str]]:
         """A claim signed `age_s` seconds ago (well inside the signature window)."""
         raw = json.dumps({"tier": "T20", "holder_ref": holder_ref}).encode()
-        headers = merchant_headers(self.caller.id, self.caller.secret, "POST", self.path, raw,
-                                   timestamp=int(time.time()) - age_s)
+        headers = merchant_headers(
+            self.caller.id, self.caller.secret, "POST", self.path, raw, timestamp=int(time.time()) - age_s
+        )
         return raw, headers
 
     def send(self, app: Any, raw: bytes, headers: dict[str, str]) -> Any:
@@ -55,7 +58,9 @@ class Platform:
 
 def vouchers_of_platform(ctx: Any) -> int:
     with ctx.sessions() as s:
-        return int(s.scalar(select(func.count()).select_from(Voucher).where(Voucher.holder_hash.is_not(None))))
+        return int(
+            s.scalar(select(func.count()).select_from(Voucher).where(Voucher.holder_hash.is_not(None)))
+        )
 
 
 def assert_replay_refused(resp: Any) -> None:
@@ -125,7 +130,9 @@ def test_a_worker_started_after_the_loss_refuses_the_replay_too(world) -> None:
     assert vouchers_of_platform(app.extensions["voucher"]) == 1
 
 
-def test_an_in_process_store_lost_with_its_process_does_not_let_a_replay_in(sqlite_settings: Settings) -> None:
+def test_an_in_process_store_lost_with_its_process_does_not_let_a_replay_in(
+    sqlite_settings: Settings,
+) -> None:
     first = create_app(sqlite_settings)
     ctx = first.extensions["voucher"]
     admin = Admin(first.test_client(), create_admin_token(ctx, "ops"))

@@ -379,7 +379,9 @@ def test_a_merchant_asks_for_a_sku_mapping_and_an_admin_approves_it(client, ctx,
     assert shop.get("/api/v1/sku-mappings?merchant_id=M-OTHER-2").status_code == 403
     pending = admin.get("/api/v1/sku-mappings?status=pending").get_json()["sku_mappings"]
     assert {m["sku"] for m in pending} == {"RICE-5KG", "X/1"}
-    assert shop.post("/api/v1/sku-mappings/M-BAMA-1/RICE-5KG/approve").status_code == 403  # a merchant, not an admin: forbidden (CONTRACT §2)
+    assert (
+        shop.post("/api/v1/sku-mappings/M-BAMA-1/RICE-5KG/approve").status_code == 403
+    )  # a merchant, not an admin: forbidden (CONTRACT §2)
     approved = admin.post("/api/v1/sku-mappings/M-BAMA-1/RICE-5KG/approve")
     assert approved.status_code == 200
     assert approved.get_json()["status"] == "approved" and approved.get_json()["decided_by"] == "admin:tester"

@@ -23,11 +23,25 @@ def env(request: pytest.FixtureRequest) -> BooksEnv:
                 s.add(County(code=code, name=name))
         if s.get(CertifiedProduct, "GX-TEST-BAISE") is None:
             now = dt.datetime.now(dt.UTC)
-            s.add(CertifiedProduct(certification_no="GX-TEST-BAISE", certification_type="guangxi",
-                                   product_name="百色芒果", category="水果", supplier_id="S-1", county_code=BAISE,
-                                   county_name="右江区", gtins=["06901234567892"], valid_from=dt.date(2026, 1, 1),
-                                   valid_to=dt.date(2027, 12, 31), status="active", version=1, row_sha256="0" * 64,
-                                   registry_seq=1, updated_at=now))
+            s.add(
+                CertifiedProduct(
+                    certification_no="GX-TEST-BAISE",
+                    certification_type="guangxi",
+                    product_name="百色芒果",
+                    category="水果",
+                    supplier_id="S-1",
+                    county_code=BAISE,
+                    county_name="右江区",
+                    gtins=["06901234567892"],
+                    valid_from=dt.date(2026, 1, 1),
+                    valid_to=dt.date(2027, 12, 31),
+                    status="active",
+                    version=1,
+                    row_sha256="0" * 64,
+                    registry_seq=1,
+                    updated_at=now,
+                )
+            )
     return env
 
 
@@ -41,12 +55,36 @@ def sell(env: BooksEnv) -> None:
 
 
 EXPECTED = [
-    {"county_code": QINGXIU, "county_name": "青秀区", "redemptions": 0, "eligible_sales_fen": 0, "discount_fen": 0,
-     "target_fen": 5_000_000, "progress_bp": 0, "progress_pct": "0.00"},
-    {"county_code": BAISE, "county_name": "右江区", "redemptions": 1, "eligible_sales_fen": 5_000,
-     "discount_fen": 2_500, "target_fen": 0, "progress_bp": None, "progress_pct": None},
-    {"county_code": BAMA, "county_name": "巴马瑶族自治县", "redemptions": 2, "eligible_sales_fen": 25_000,
-     "discount_fen": 7_500, "target_fen": 100_000, "progress_bp": 2_500, "progress_pct": "25.00"},
+    {
+        "county_code": QINGXIU,
+        "county_name": "青秀区",
+        "redemptions": 0,
+        "eligible_sales_fen": 0,
+        "discount_fen": 0,
+        "target_fen": 5_000_000,
+        "progress_bp": 0,
+        "progress_pct": "0.00",
+    },
+    {
+        "county_code": BAISE,
+        "county_name": "右江区",
+        "redemptions": 1,
+        "eligible_sales_fen": 5_000,
+        "discount_fen": 2_500,
+        "target_fen": 0,
+        "progress_bp": None,
+        "progress_pct": None,
+    },
+    {
+        "county_code": BAMA,
+        "county_name": "巴马瑶族自治县",
+        "redemptions": 2,
+        "eligible_sales_fen": 25_000,
+        "discount_fen": 7_500,
+        "target_fen": 100_000,
+        "progress_bp": 2_500,
+        "progress_pct": "25.00",
+    },
 ]
 
 
@@ -64,7 +102,9 @@ def test_the_command_writes_the_same_figures_as_csv(env, tmp_path, capsys):
     lines = out.read_text(encoding="utf-8").splitlines()
     assert lines == ["county_code,county_name,redemptions,eligible_sales_fen,discount_fen,target_fen"] + [
         f"{c['county_code']},{c['county_name']},{c['redemptions']},{c['eligible_sales_fen']},{c['discount_fen']},"
-        f"{c['target_fen']}" for c in EXPECTED]
+        f"{c['target_fen']}"
+        for c in EXPECTED
+    ]
     capsys.readouterr()
     assert env.cli("report", "counties", "--program", env.program["id"]) == 0
     assert capsys.readouterr().out.splitlines() == lines
@@ -72,8 +112,10 @@ def test_the_command_writes_the_same_figures_as_csv(env, tmp_path, capsys):
 
 def test_a_programme_without_sales_lists_its_targets_with_zeros(env):
     body = env.admin.get(f"/api/v1/programs/{env.program['id']}/reports/counties").get_json()
-    assert [(c["county_code"], c["redemptions"], c["eligible_sales_fen"], c["target_fen"]) for c in body["counties"]] \
-        == [(QINGXIU, 0, 0, 5_000_000), (BAMA, 0, 0, 100_000)]
+    assert [
+        (c["county_code"], c["redemptions"], c["eligible_sales_fen"], c["target_fen"])
+        for c in body["counties"]
+    ] == [(QINGXIU, 0, 0, 5_000_000), (BAMA, 0, 0, 100_000)]
 
 
 def test_unknown_programmes_and_missing_credentials_are_refused(env, capsys):

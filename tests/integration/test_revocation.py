@@ -42,7 +42,9 @@ def _programs(client: Any, token: str) -> int:
     return int(client.get("/api/v1/programs", headers={"Authorization": f"Bearer {token}"}).status_code)
 
 
-def test_revoke_admin_token_by_name_ends_every_token_of_that_name(app: Any, client: Any, cli_env: Any) -> None:
+def test_revoke_admin_token_by_name_ends_every_token_of_that_name(
+    app: Any, client: Any, cli_env: Any
+) -> None:
     ctx = app.extensions["voucher"]
     first, second, other = (create_admin_token(ctx, n) for n in ("alice", "alice", "bob"))
     assert _programs(client, first) == 200
@@ -65,7 +67,9 @@ def test_revoke_admin_token_by_value_and_unknown_ones(app: Any, client: Any, cli
     assert CliRunner().invoke(cli, ["revoke-admin-token"], env=cli_env).exit_code == 2
 
 
-def test_rotating_a_merchant_secret_by_api_returns_it_once_and_the_old_one_stops(app: Any, admin: Admin) -> None:
+def test_rotating_a_merchant_secret_by_api_returns_it_once_and_the_old_one_stops(
+    app: Any, admin: Admin
+) -> None:
     ctx = app.extensions["voucher"]
     merchant = admin.create_merchant()
     assert merchant.get("/api/v1/redemptions").status_code == 200
@@ -77,12 +81,16 @@ def test_rotating_a_merchant_secret_by_api_returns_it_once_and_the_old_one_stops
     assert problem_code(merchant.get("/api/v1/redemptions")) == "unauthorized"
     merchant.secret = body["api_secret"]
     assert merchant.get("/api/v1/redemptions").status_code == 200
-    assert "api_secret" not in admin.get(f"/api/v1/merchants/{merchant.id}").get_json() or \
-        admin.get(f"/api/v1/merchants/{merchant.id}").get_json()["api_secret"] is None
+    assert (
+        "api_secret" not in admin.get(f"/api/v1/merchants/{merchant.id}").get_json()
+        or admin.get(f"/api/v1/merchants/{merchant.id}").get_json()["api_secret"] is None
+    )
     assert "merchant.secret_rotated" in _actions(ctx)
 
 
-def test_only_an_admin_may_rotate_a_secret_and_an_unknown_merchant_is_not_found(app: Any, admin: Admin) -> None:
+def test_only_an_admin_may_rotate_a_secret_and_an_unknown_merchant_is_not_found(
+    app: Any, admin: Admin
+) -> None:
     merchant = admin.create_merchant()
     assert merchant.post(f"/api/v1/merchants/{merchant.id}/secret").status_code in (401, 403)
     assert merchant.get("/api/v1/redemptions").status_code == 200  # unchanged
@@ -100,7 +108,9 @@ def test_rotate_merchant_secret_cli_prints_the_new_secret_last(app: Any, admin: 
     assert problem_code(merchant.get("/api/v1/redemptions")) == "unauthorized"
     merchant.secret = new_secret
     assert merchant.get("/api/v1/redemptions").status_code == 200
-    missing = CliRunner().invoke(cli, ["rotate-merchant-secret", "--merchant", "mch_0000000000000000"], env=cli_env)
+    missing = CliRunner().invoke(
+        cli, ["rotate-merchant-secret", "--merchant", "mch_0000000000000000"], env=cli_env
+    )
     assert missing.exit_code == 1
 
 

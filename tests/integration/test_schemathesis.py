@@ -89,8 +89,9 @@ def live(pg_app: Flask) -> Live:
     assert redeemed.status_code == 201, redeemed.get_json()
     outbox = ctx.settings.sms_outbox
     consumer = consumer_headers(pg_app.test_client(), outbox, "13912345678")
-    claimed = pg_app.test_client().post(f"/api/v1/programs/{world.program_id}/claims", json={"tier": "T20"},
-                                        headers=consumer)
+    claimed = pg_app.test_client().post(
+        f"/api/v1/programs/{world.program_id}/claims", json={"tier": "T20"}, headers=consumer
+    )
     assert claimed.status_code == 201, claimed.get_json()
     live = Live(
         app=pg_app,
@@ -146,11 +147,18 @@ def _run_operation(operation: Any, live: Live, headers: dict[str, str], seen: Co
     failures: list[str] = []
     apply = _with_live_data(live)
     for mode, examples in EXAMPLES.items():
-        strategy = st.tuples(operation.as_strategy(generation_mode=mode),
-                             st.tuples(st.booleans(), st.integers(0, 7)))
+        strategy = st.tuples(
+            operation.as_strategy(generation_mode=mode), st.tuples(st.booleans(), st.integers(0, 7))
+        )
 
-        @settings(max_examples=examples, derandomize=True, database=None, deadline=None,
-                  suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+        @settings(
+            max_examples=examples,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            phases=[Phase.explicit, Phase.generate],
+        )
         @given(drawn=strategy)
         def run(drawn: Any) -> None:
             case = apply(*drawn)
@@ -168,7 +176,9 @@ def _run_operation(operation: Any, live: Live, headers: dict[str, str], seen: Co
 @pytest.mark.parametrize("who", sorted(PASSES))
 def test_no_operation_answers_a_5xx_or_anything_its_document_does_not_describe(live: Live, who: str) -> None:
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", live.app)
-    headers = {"admin": live.admin_headers, "consumer": live.consumer_headers, "merchant": {SIGN_AS: "1"}}[who]
+    headers = {"admin": live.admin_headers, "consumer": live.consumer_headers, "merchant": {SIGN_AS: "1"}}[
+        who
+    ]
     scheme = PASSES[who]
     failures: list[str] = []
     seen: Counter[int] = Counter()

@@ -25,7 +25,9 @@ def create(admin: Admin, merchant_id: str, username: str, password: str = PASSWO
     return admin.post(f"/api/v1/merchants/{merchant_id}/staff", {"username": username, "password": password})
 
 
-def test_an_admin_creates_a_staff_account_answered_without_its_password(admin: Admin, ctx: ServiceContext) -> None:
+def test_an_admin_creates_a_staff_account_answered_without_its_password(
+    admin: Admin, ctx: ServiceContext
+) -> None:
     m = admin.create_merchant()
     resp = create(admin, m.id, "Cashier.One")
     assert resp.status_code == 201, resp.get_json()
@@ -49,7 +51,9 @@ def test_the_merchant_itself_may_create_its_staff_but_not_another_merchants(admi
     listed = a.get(f"/api/v1/merchants/{a.id}/staff")
     assert [s["username"] for s in listed.get_json()["staff"]] == ["till-1"]
     assert a.get(f"/api/v1/merchants/{b.id}/staff").status_code == 403
-    anonymous = admin.client.post(f"/api/v1/merchants/{a.id}/staff", json={"username": "x-y-z", "password": PASSWORD})
+    anonymous = admin.client.post(
+        f"/api/v1/merchants/{a.id}/staff", json={"username": "x-y-z", "password": PASSWORD}
+    )
     assert anonymous.status_code == 401
 
 
@@ -92,7 +96,9 @@ def test_a_nul_in_the_password_is_refused(admin: Admin) -> None:
     assert resp.status_code == 400 and problem_code(resp) == "validation_error"
 
 
-def test_authenticate_accepts_the_password_and_refuses_others_the_same_way(admin: Admin, ctx: ServiceContext) -> None:
+def test_authenticate_accepts_the_password_and_refuses_others_the_same_way(
+    admin: Admin, ctx: ServiceContext
+) -> None:
     m = admin.create_merchant()
     made = create(admin, m.id, "cashier").get_json()
     who = staff.authenticate(ctx, " CASHIER ", PASSWORD, client="127.0.0.1")
@@ -163,8 +169,11 @@ def test_create_staff_generates_a_password_printed_as_the_last_line(
     admin: Admin, ctx: ServiceContext, sqlite_settings: Settings
 ) -> None:
     m = admin.create_merchant()
-    out = CliRunner().invoke(cli, ["create-staff", "--merchant", m.id, "--username", "Till-7", "--generate-password"],
-                             env=cli_env(sqlite_settings))
+    out = CliRunner().invoke(
+        cli,
+        ["create-staff", "--merchant", m.id, "--username", "Till-7", "--generate-password"],
+        env=cli_env(sqlite_settings),
+    )
     assert out.exit_code == 0, out.output
     password = out.output.strip().splitlines()[-1]
     assert len(password) >= 16
@@ -176,22 +185,34 @@ def test_create_staff_reads_the_password_from_stdin_and_reports_bad_input(
 ) -> None:
     m = admin.create_merchant()
     env = cli_env(sqlite_settings)
-    ok = CliRunner().invoke(cli, ["create-staff", "--merchant", m.id, "--username", "till-8", "--password-stdin"],
-                            input=PASSWORD + "\n", env=env)
+    ok = CliRunner().invoke(
+        cli,
+        ["create-staff", "--merchant", m.id, "--username", "till-8", "--password-stdin"],
+        input=PASSWORD + "\n",
+        env=env,
+    )
     assert ok.exit_code == 0, ok.output
     assert PASSWORD not in ok.output
     assert staff.authenticate(ctx, "till-8", PASSWORD, client="cli-test").username == "till-8"
-    short = CliRunner().invoke(cli, ["create-staff", "--merchant", m.id, "--username", "till-9", "--password-stdin"],
-                               input="short\n", env=env)
+    short = CliRunner().invoke(
+        cli,
+        ["create-staff", "--merchant", m.id, "--username", "till-9", "--password-stdin"],
+        input="short\n",
+        env=env,
+    )
     assert short.exit_code != 0 and "password" in short.output
-    missing = CliRunner().invoke(cli, ["create-staff", "--merchant", "mch_nope", "--username", "till-9",
-                                       "--generate-password"], env=env)
+    missing = CliRunner().invoke(
+        cli,
+        ["create-staff", "--merchant", "mch_nope", "--username", "till-9", "--generate-password"],
+        env=env,
+    )
     assert missing.exit_code != 0 and "mch_nope" in missing.output
 
 
 @pytest.mark.postgres
-def test_on_postgres_and_redis_the_username_limit_holds_across_app_instances(pg_admin: Admin, pg_app: Any,
-                                                                             pg_settings: Settings) -> None:
+def test_on_postgres_and_redis_the_username_limit_holds_across_app_instances(
+    pg_admin: Admin, pg_app: Any, pg_settings: Settings
+) -> None:
     from voucher_service import create_app
 
     m = pg_admin.create_merchant()
@@ -227,7 +248,11 @@ def test_create_staff_prompts_twice_for_the_password_by_default(
     admin: Admin, ctx: ServiceContext, sqlite_settings: Settings
 ) -> None:
     m = admin.create_merchant()
-    out = CliRunner().invoke(cli, ["create-staff", "--merchant", m.id, "--username", "till-10"],
-                             input=f"{PASSWORD}\n{PASSWORD}\n", env=cli_env(sqlite_settings))
+    out = CliRunner().invoke(
+        cli,
+        ["create-staff", "--merchant", m.id, "--username", "till-10"],
+        input=f"{PASSWORD}\n{PASSWORD}\n",
+        env=cli_env(sqlite_settings),
+    )
     assert out.exit_code == 0, out.output
     assert staff.authenticate(ctx, "till-10", PASSWORD, client="cli-test").username == "till-10"

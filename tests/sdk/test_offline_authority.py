@@ -19,7 +19,9 @@ from voucher_service.adapters.db.models import Terminal
 from voucher_service.services import registry
 
 
-def _shop(live_app: LiveApp, tmp_path: Path, **offline: int) -> tuple[dict[str, Any], VoucherClient, OfflineTerminal]:
+def _shop(
+    live_app: LiveApp, tmp_path: Path, **offline: int
+) -> tuple[dict[str, Any], VoucherClient, OfflineTerminal]:
     registry.import_products(live_app.ctx, REGISTRY_CSV.encode(), "sdk-tests")
     limits = {"max_offline_fen_per_terminal": 500_000, "max_offline_hours": 24, **offline}
     program = live_app.admin.create_program(offline=limits)

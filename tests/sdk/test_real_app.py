@@ -295,11 +295,17 @@ def test_a_key_held_by_a_dead_attempt_is_retried_by_the_sdk_until_its_lease_laps
     raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()  # as the SDK sends it
     route = "POST /api/v1/redemptions"
     with ctx.sessions.begin() as s:  # the lease row of an attempt whose worker died 4 s into a 6 s lease
-        s.add(IdempotencyRecord(
-            merchant_id=world.merchant_id, key="dead-attempt", route=route,
-            request_sha256=idempotency.fingerprint(route, raw), state="in_progress",
-            locked_until=ctx.now() + dt.timedelta(seconds=2), created_at=ctx.now(),
-        ))
+        s.add(
+            IdempotencyRecord(
+                merchant_id=world.merchant_id,
+                key="dead-attempt",
+                route=route,
+                request_sha256=idempotency.fingerprint(route, raw),
+                state="in_progress",
+                locked_until=ctx.now() + dt.timedelta(seconds=2),
+                created_at=ctx.now(),
+            )
+        )
     with world.live.client(world.merchant_id, world.secret, max_retries=4) as client:
         slept: list[float] = []
 

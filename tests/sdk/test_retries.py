@@ -201,8 +201,12 @@ def test_idempotency_in_progress_without_retry_after_backs_off_and_gives_up_as_t
 
 
 def test_other_409s_are_still_not_retried(fake, client, sleeps) -> None:
-    fake.reply("POST", "/api/v1/redemptions", (409, {"Retry-After": "1"}, problem("conflict", 409)),
-               (201, {}, REDEMPTION))
+    fake.reply(
+        "POST",
+        "/api/v1/redemptions",
+        (409, {"Retry-After": "1"}, problem("conflict", 409)),
+        (201, {}, REDEMPTION),
+    )
     with pytest.raises(VoucherError):
         client.redeem("VC1:X", ITEMS, order_id="o-1")
     assert len(fake.seen) == 1 and sleeps == []

@@ -20,13 +20,17 @@ from tests.token_variants import encoding_variants, high_s, high_s_variant, is_l
 from voucher_service.adapters import signing
 from voucher_service.adapters.base45 import b45decode as server_b45decode
 
-_SAMPLE = "VC1:" + b45encode(cbor2.dumps(cbor2.CBORTag(18, [b"\xa0", {}, b"\xa0\xa0\xa0\xa0\xa0\xa0", b"\0" * 64])))
+_SAMPLE = "VC1:" + b45encode(
+    cbor2.dumps(cbor2.CBORTag(18, [b"\xa0", {}, b"\xa0\xa0\xa0\xa0\xa0\xa0", b"\0" * 64]))
+)
 VARIANT_NAMES = sorted(encoding_variants(_SAMPLE))
 
 
 def _pycose_verifies(maker: TokenMaker, token: str) -> bool:
     msg = Sign1Message.decode(b45decode(token[4:].strip()))
-    msg.key = EC2Key(crv="P_256", x=signing.b64url_decode(maker.jwk["x"]), y=signing.b64url_decode(maker.jwk["y"]))
+    msg.key = EC2Key(
+        crv="P_256", x=signing.b64url_decode(maker.jwk["x"]), y=signing.b64url_decode(maker.jwk["y"])
+    )
     return bool(msg.verify_signature())
 
 
@@ -34,7 +38,9 @@ def _sdk_verify(maker: TokenMaker, token: str) -> object:
     return verify_parsed(parse_token(token), KeySet(maker.jwks()), time.time())
 
 
-def test_tokens_the_server_signs_are_low_s_and_verify_in_the_sdk_the_server_and_pycose(maker: TokenMaker) -> None:
+def test_tokens_the_server_signs_are_low_s_and_verify_in_the_sdk_the_server_and_pycose(
+    maker: TokenMaker,
+) -> None:
     for _ in range(40):
         token = maker.token()
         assert is_low_s(members(token)[2])
@@ -65,7 +71,9 @@ def test_the_high_s_twin_is_token_invalid_in_the_sdk_and_refused_by_the_server(m
     _sdk_verify(maker, token)
 
 
-def test_a_protected_header_in_another_encoding_is_token_malformed_even_when_signed(maker: TokenMaker) -> None:
+def test_a_protected_header_in_another_encoding_is_token_malformed_even_when_signed(
+    maker: TokenMaker,
+) -> None:
     _protected, payload, _sig = members(maker.token())
     for header in ({4: maker.kid, 1: -7}, {1: -7, 4: maker.kid, 3: 0}):
         protected = cbor2.dumps(header)

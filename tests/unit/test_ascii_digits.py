@@ -30,8 +30,12 @@ def test_ascii_amounts_still_parse_exactly() -> None:
 
 
 def _bill(amount: str, count: str) -> list[object]:
-    lines = [WX_HEADER, PAY.format(order="WX-1", amount=amount), WX_SUMMARY,
-             f"`{count},`{amount},`0.00,`0.00,`0,`{amount},`0.00"]
+    lines = [
+        WX_HEADER,
+        PAY.format(order="WX-1", amount=amount),
+        WX_SUMMARY,
+        f"`{count},`{amount},`0.00,`0.00,`0,`{amount},`0.00",
+    ]
     return list(parse_wechatpay(io.StringIO("\r\n".join(lines) + "\r\n"), "Asia/Shanghai"))
 
 
@@ -48,8 +52,12 @@ def test_a_wechat_summary_count_in_other_digits_is_a_statement_error(count: str)
 
 
 def test_a_wechat_time_on_the_first_day_of_the_calendar_is_a_statement_error() -> None:
-    lines = [WX_HEADER, PAY.format(order="WX-1", amount="1.00").replace("2026-12-05 12:30:00", "0001-01-01 00:00:00"),
-             WX_SUMMARY, "`1,`1.00,`0.00,`0.00,`0,`1.00,`0.00"]
+    lines = [
+        WX_HEADER,
+        PAY.format(order="WX-1", amount="1.00").replace("2026-12-05 12:30:00", "0001-01-01 00:00:00"),
+        WX_SUMMARY,
+        "`1,`1.00,`0.00,`0.00,`0,`1.00,`0.00",
+    ]
     with pytest.raises(StatementError, match="交易时间"):
         list(parse_wechatpay(io.StringIO("\r\n".join(lines) + "\r\n"), "Asia/Shanghai"))
 
@@ -77,8 +85,16 @@ def test_real_zones_are_time_zones() -> None:
     assert all(is_time_zone(z) for z in ("Asia/Shanghai", "Asia/Urumqi", "UTC", "Europe/London"))
 
 
-@pytest.mark.parametrize("text", ["6901234567892:٢:5990", "6901234567892:2:５９９０", "6901234567892:²:5990",
-                                  "6901234567892:2:5990\n", "6901234567892:-2:5990"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "6901234567892:٢:5990",
+        "6901234567892:2:５９９０",
+        "6901234567892:²:5990",
+        "6901234567892:2:5990\n",
+        "6901234567892:-2:5990",
+    ],
+)
 def test_the_sdk_cli_refuses_items_with_other_digits(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         parse_item(text)

@@ -31,7 +31,9 @@ def test_production_starts_with_everything_set(tmp_path):
     assert (settings.env, settings.redis_url) == ("production", PROD["VOUCHER_REDIS_URL"])
 
 
-@pytest.mark.parametrize("missing", ["VOUCHER_REDIS_URL", "VOUCHER_SECRET_KEY", "VOUCHER_SIGNING_KEY_PASSPHRASE"])
+@pytest.mark.parametrize(
+    "missing", ["VOUCHER_REDIS_URL", "VOUCHER_SECRET_KEY", "VOUCHER_SIGNING_KEY_PASSPHRASE"]
+)
 def test_production_refuses_to_start_without(missing, tmp_path):
     env = {k: v for k, v in PROD.items() if k != missing} | {"VOUCHER_VAR_DIR": str(tmp_path)}
     with pytest.raises(ConfigurationError, match=missing):
@@ -40,7 +42,9 @@ def test_production_refuses_to_start_without(missing, tmp_path):
 
 def test_production_refuses_the_development_passphrase_and_a_short_secret(tmp_path):
     with pytest.raises(ConfigurationError, match="passphrase"):
-        Settings.from_env({**PROD, "VOUCHER_SIGNING_KEY_PASSPHRASE": DEV_PASSPHRASE, "VOUCHER_VAR_DIR": str(tmp_path)})
+        Settings.from_env(
+            {**PROD, "VOUCHER_SIGNING_KEY_PASSPHRASE": DEV_PASSPHRASE, "VOUCHER_VAR_DIR": str(tmp_path)}
+        )
     with pytest.raises(ConfigurationError, match="32"):
         Settings.from_env({**PROD, "VOUCHER_SECRET_KEY": "short", "VOUCHER_VAR_DIR": str(tmp_path)})
 
@@ -53,10 +57,14 @@ def test_an_unknown_environment_is_refused(tmp_path):
 @pytest.mark.parametrize("passphrase", ["short", "fifteen-chars!!", " " * 3])
 def test_production_refuses_a_signing_passphrase_under_16_characters(passphrase, tmp_path):
     with pytest.raises(ConfigurationError, match="at least 16"):
-        Settings.from_env({**PROD, "VOUCHER_SIGNING_KEY_PASSPHRASE": passphrase, "VOUCHER_VAR_DIR": str(tmp_path)})
+        Settings.from_env(
+            {**PROD, "VOUCHER_SIGNING_KEY_PASSPHRASE": passphrase, "VOUCHER_VAR_DIR": str(tmp_path)}
+        )
 
 
 def test_production_accepts_a_16_character_passphrase_and_keeps_the_full_scrypt_cost(tmp_path):
-    settings = Settings.from_env({**PROD, "VOUCHER_SIGNING_KEY_PASSPHRASE": "p" * 16, "VOUCHER_VAR_DIR": str(tmp_path)})
+    settings = Settings.from_env(
+        {**PROD, "VOUCHER_SIGNING_KEY_PASSPHRASE": "p" * 16, "VOUCHER_VAR_DIR": str(tmp_path)}
+    )
     assert settings.signing_key_passphrase == "p" * 16
     assert settings.signing_key_scrypt_n >= 2**15

@@ -39,7 +39,8 @@ def test_the_wrong_passphrase_or_an_altered_blob_does_not_load() -> None:
 def test_a_legacy_pkcs8_pem_still_loads() -> None:
     key = generate_private_key()
     pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(PASS.encode()),
     )
     assert is_legacy_encryption(pem) and scrypt_cost(pem) is None

@@ -23,6 +23,6 @@ def test_parse_yuan_refuses_what_is_not_an_amount(text):
         parse_yuan(text)
 
 
-@given(st.integers(min_value=-10**12, max_value=10**12))
+@given(st.integers(min_value=-(10**12), max_value=10**12))
 def test_format_then_parse_round_trips(fen):
     assert parse_yuan(format_yuan(fen)) == fen

@@ -17,9 +17,17 @@ from voucher_service.domain.money import (
 
 @pytest.mark.parametrize(
     ("text", "fen"),
-    [("59.90", 5990), ("59.9", 5990), ("59", 5900), ("0.01", 1), (" 12.50 ", 1250), ("¥8.00", 800),
-     ("５９.９０", 5990),  # a fullwidth IME types these
-     ("0", 0), ("1,299.00", 129900)],
+    [
+        ("59.90", 5990),
+        ("59.9", 5990),
+        ("59", 5900),
+        ("0.01", 1),
+        (" 12.50 ", 1250),
+        ("¥8.00", 800),
+        ("５９.９０", 5990),  # a fullwidth IME types these
+        ("0", 0),
+        ("1,299.00", 129900),
+    ],
 )
 def test_a_typed_price_is_parsed_to_exact_fen(text: str, fen: int) -> None:
     assert parse_price_yuan(text) == fen
@@ -27,8 +35,28 @@ def test_a_typed_price_is_parsed_to_exact_fen(text: str, fen: int) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", " ", "abc", "59.901", "-1", "+1", "1e3", "59.", ".5", "1.2.3", "١٢٣", "²", "12 34", "NaN", "inf",
-     "0x10", "1_000", "59,90", "100000000.01", "\x0059"],
+    [
+        "",
+        " ",
+        "abc",
+        "59.901",
+        "-1",
+        "+1",
+        "1e3",
+        "59.",
+        ".5",
+        "1.2.3",
+        "١٢٣",
+        "²",
+        "12 34",
+        "NaN",
+        "inf",
+        "0x10",
+        "1_000",
+        "59,90",
+        "100000000.01",
+        "\x0059",
+    ],
 )
 def test_a_bad_price_is_refused(text: str) -> None:
     with pytest.raises(ValueError):

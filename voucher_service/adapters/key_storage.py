@@ -59,8 +59,6 @@ def decrypt_private_key(blob: bytes, passphrase: str) -> ec.EllipticCurvePrivate
     return key
 
 
-
-
 def scrypt_cost(blob: bytes) -> int | None:
     """The scrypt n a stored key was encrypted with (None for a legacy PEM)."""
     if is_legacy_encryption(blob):

@@ -218,5 +218,7 @@ def make_store(url: str | None, prefix: str) -> FastStore:
     if url.startswith("redis+cluster://"):
         client: object = RedisCluster.from_url("redis://" + url.split("://", 1)[1])
     else:
-        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
+        client = redis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+        )
     return RedisStore(client, prefix)

@@ -77,6 +77,9 @@ def register_api(app: Flask) -> None:
         resp.headers["X-Request-Id"] = g.get("request_id", "")
         route = request.url_rule.rule if request.url_rule else "unmatched"
         app.extensions["voucher_metrics"].observe(
-            route, request.method, resp.status_code, time.perf_counter() - g.get("started", time.perf_counter())
+            route,
+            request.method,
+            resp.status_code,
+            time.perf_counter() - g.get("started", time.perf_counter()),
         )
         return resp

@@ -52,8 +52,12 @@ class ProgramIn(Strict):
     offline: OfflineIn = Field(
         default_factory=lambda: OfflineIn(max_offline_fen_per_terminal=500_000, max_offline_hours=24)
     )
-    timezone: StrictStr = Field(default="Asia/Shanghai", min_length=1, max_length=64,
-                                description="An IANA time zone (e.g. Asia/Shanghai) for calendar days.")
+    timezone: StrictStr = Field(
+        default="Asia/Shanghai",
+        min_length=1,
+        max_length=64,
+        description="An IANA time zone (e.g. Asia/Shanghai) for calendar days.",
+    )
 
     def to_spec(self) -> ProgramSpec:
         """The domain's view of this programme."""
@@ -67,7 +71,9 @@ class ProgramIn(Strict):
             channels=tuple(self.channels),
             tiers=tuple(TierSpec(t.code, t.face_value_fen, t.min_spend_fen, t.quantity) for t in self.tiers),
             certification_types=tuple(self.eligibility.certification_types),
-            county_codes=tuple(self.eligibility.county_codes) if self.eligibility.county_codes is not None else None,
+            county_codes=tuple(self.eligibility.county_codes)
+            if self.eligibility.county_codes is not None
+            else None,
             targets=tuple((t.county_code, t.target_fen) for t in self.targets),
             max_offline_fen_per_terminal=self.offline.max_offline_fen_per_terminal,
             max_offline_hours=self.offline.max_offline_hours,
@@ -124,7 +130,9 @@ class MerchantOut(BaseModel):
     channels: list[str]
     platform: bool
     created_at: str
-    api_secret: str | None = Field(default=None, description="Only in the response that creates the merchant.")
+    api_secret: str | None = Field(
+        default=None, description="Only in the response that creates the merchant."
+    )
     programs: list[str] | None = None
 
 
@@ -151,9 +159,14 @@ class TerminalOut(BaseModel):
 
 
 class StaffIn(Strict):
-    username: StrictStr = Field(min_length=1, max_length=256,
-                                description="3-64 of [a-z0-9._-] after NFKC and casefolding; unique across merchants")
-    password: StrictStr = Field(min_length=1, max_length=256, description="10-256 characters, no control characters")
+    username: StrictStr = Field(
+        min_length=1,
+        max_length=256,
+        description="3-64 of [a-z0-9._-] after NFKC and casefolding; unique across merchants",
+    )
+    password: StrictStr = Field(
+        min_length=1, max_length=256, description="10-256 characters, no control characters"
+    )
 
 
 class StaffOut(BaseModel):

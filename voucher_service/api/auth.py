@@ -77,7 +77,9 @@ def _merchant() -> Principal:
     ctx = service_context()
     headers = [request.headers.get(h) for h in SIGNATURE_HEADERS]
     if not all(headers):
-        raise Unauthorized("Merchant requests need the X-Voucher-Merchant, -Timestamp, -Nonce and -Signature headers.")
+        raise Unauthorized(
+            "Merchant requests need the X-Voucher-Merchant, -Timestamp, -Nonce and -Signature headers."
+        )
     merchant_id, timestamp, nonce, signature = (str(h) for h in headers)
     if not TIMESTAMP_RE.fullmatch(timestamp):
         raise Unauthorized("X-Voucher-Timestamp must be unix seconds.")

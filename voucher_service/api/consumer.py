@@ -26,8 +26,17 @@ from voucher_service.services.idempotency import IdempotencyClaim, Outcome
 
 bp = Blueprint("consumer", __name__, url_prefix="/api/v1")
 CLAIM_ERRORS = (
-    "validation_error", "unauthorized", "replayed_request", "forbidden", "merchant_not_enrolled", "not_found",
-    "program_not_active", "tier_sold_out", "claim_limit_reached", "rate_limited", "idempotency_in_progress",
+    "validation_error",
+    "unauthorized",
+    "replayed_request",
+    "forbidden",
+    "merchant_not_enrolled",
+    "not_found",
+    "program_not_active",
+    "tier_sold_out",
+    "claim_limit_reached",
+    "rate_limited",
+    "idempotency_in_progress",
     "idempotency_key_reused",
 )
 
@@ -38,22 +47,43 @@ def with_qr_urls(voucher: dict[str, Any]) -> dict[str, Any]:
     return {**voucher, "qr_png_url": f"{base}/qr.png", "qr_svg_url": f"{base}/qr.svg"}
 
 
-@endpoint(bp, "/consumer/otp", "POST", auth="public", summary="Send a one-time login code by SMS",
-          body=OtpIn, responses={202: OtpOut}, errors=("validation_error", "rate_limited"))
+@endpoint(
+    bp,
+    "/consumer/otp",
+    "POST",
+    auth="public",
+    summary="Send a one-time login code by SMS",
+    body=OtpIn,
+    responses={202: OtpOut},
+    errors=("validation_error", "rate_limited"),
+)
 def send_otp(principal: Principal, body: OtpIn) -> Response:
     return json_response(consumers.send_code(service_context(), body.phone), 202)
 
 
-@endpoint(bp, "/consumer/sessions", "POST", auth="public",
-          summary="Exchange a one-time code for a session token", body=SessionIn,
-          responses={201: SessionOut}, errors=("validation_error", "unauthorized"))
+@endpoint(
+    bp,
+    "/consumer/sessions",
+    "POST",
+    auth="public",
+    summary="Exchange a one-time code for a session token",
+    body=SessionIn,
+    responses={201: SessionOut},
+    errors=("validation_error", "unauthorized"),
+)
 def open_session(principal: Principal, body: SessionIn) -> Response:
     return json_response(consumers.open_session(service_context(), body.phone, body.code), 201)
 
 
-@endpoint(bp, "/consumer/sessions", "DELETE", auth="consumer",
-          summary="Log out: end the calling session (its token stops working at once)",
-          responses={204: None}, errors=("unauthorized",))
+@endpoint(
+    bp,
+    "/consumer/sessions",
+    "DELETE",
+    auth="consumer",
+    summary="Log out: end the calling session (its token stops working at once)",
+    responses={204: None},
+    errors=("unauthorized",),
+)
 def end_session(principal: Principal) -> Response:
     token = request.headers.get("Authorization", "")[7:].strip()  # authenticate() checked the scheme
     credentials.end_session(service_context(), token, principal.actor)
@@ -75,8 +105,10 @@ def _claimant(principal: Principal, body: ClaimIn) -> issuance.Claimant:
     if not merchant.platform:
         raise Forbidden("Only platform merchants may claim vouchers on behalf of their users.")
     if body.holder_ref is None:
-        raise ValidationFailed("A platform claim names its user.",
-                               [{"field": "holder_ref", "message": "is required for platform merchants"}])
+        raise ValidationFailed(
+            "A platform claim names its user.",
+            [{"field": "holder_ref", "message": "is required for platform merchants"}],
+        )
     if body.holder_phone is not None:
         # The same person as the consumer who logs in with this number: limits count across channels.
         phone = consumers.normalise_phone(body.holder_phone, field="holder_phone")
@@ -86,18 +118,32 @@ def _claimant(principal: Principal, body: ClaimIn) -> issuance.Claimant:
     return issuance.Claimant(holder, principal.actor, merchant.merchant_id)
 
 
-@endpoint(bp, "/programs/<program_id>/claims", "POST", auth="consumer_or_merchant",
-          summary="Claim a voucher (a consumer for itself, or a platform merchant for its user; a platform "
-          "may send an Idempotency-Key, and a retry with it returns the same voucher)",
-          body=ClaimIn, responses={201: ClaimOut}, errors=CLAIM_ERRORS)
+@endpoint(
+    bp,
+    "/programs/<program_id>/claims",
+    "POST",
+    auth="consumer_or_merchant",
+    summary="Claim a voucher (a consumer for itself, or a platform merchant for its user; a platform "
+    "may send an Idempotency-Key, and a retry with it returns the same voucher)",
+    body=ClaimIn,
+    responses={201: ClaimOut},
+    errors=CLAIM_ERRORS,
+)
 def claim_voucher(principal: Principal, program_id: str, body: ClaimIn) -> Response:
     claimant = _claimant(principal, body)
     catalog = current_app.extensions.setdefault("voucher_programs", issuance.ProgramCatalog())
     metrics = current_app.extensions["voucher_metrics"]
 
     def issue(finish: Callable[[Session, dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        return issuance.claim_voucher(service_context(), program_id, body.tier, claimant, catalog=catalog,
-                                      count=metrics.count, finish=finish)
+        return issuance.claim_voucher(
+            service_context(),
+            program_id,
+            body.tier,
+            claimant,
+            catalog=catalog,
+            count=metrics.count,
+            finish=finish,
+        )
 
     if principal.kind == "merchant" and request.headers.get("Idempotency-Key") is not None:
         # A platform retrying a claim whose answer it lost gets the same voucher, not a second one.
@@ -116,9 +162,15 @@ def claim_voucher(principal: Principal, program_id: str, body: ClaimIn) -> Respo
     return json_response(with_qr_urls(issue()), 201)
 
 
-@endpoint(bp, "/consumer/vouchers", "GET", auth="consumer",
-          summary="The consumer's own vouchers, newest first", responses={200: VoucherList},
-          errors=("unauthorized", "forbidden"))
+@endpoint(
+    bp,
+    "/consumer/vouchers",
+    "GET",
+    auth="consumer",
+    summary="The consumer's own vouchers, newest first",
+    responses={200: VoucherList},
+    errors=("unauthorized", "forbidden"),
+)
 def my_vouchers(principal: Principal) -> Response:
     assert principal.holder_hash is not None
     vouchers = issuance.holder_vouchers(service_context(), principal.holder_hash)

@@ -33,11 +33,15 @@ class SessionOut(BaseModel):
 class ClaimIn(Strict):
     tier: StrictStr = Field(min_length=1, max_length=32)
     holder_ref: StrictStr | None = Field(
-        default=None, min_length=1, max_length=128,
+        default=None,
+        min_length=1,
+        max_length=128,
         description="Platform merchants only (required for them): the platform's own user id.",
     )
     holder_phone: StrictStr | None = Field(
-        default=None, min_length=1, max_length=32,
+        default=None,
+        min_length=1,
+        max_length=32,
         description="Platform merchants only: the user's verified mobile, so limits count across channels.",
     )
 

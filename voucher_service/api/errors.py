@@ -73,10 +73,18 @@ def is_outage(exc: BaseException) -> bool:
 
 def outage_response(exc: BaseException) -> Response:
     """503 service_unavailable with Retry-After: what every route (API or page) answers to an outage."""
-    log.warning("dependency outage in request %s: %s: %s", getattr(g, "request_id", "?"),
-                type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-    resp = problem(503, "service_unavailable", "Service unavailable",
-                   "The database or Redis cannot be reached right now; retry the same request later.")
+    log.warning(
+        "dependency outage in request %s: %s: %s",
+        getattr(g, "request_id", "?"),
+        type(exc).__name__,
+        str(exc).splitlines()[0] if str(exc) else "",
+    )
+    resp = problem(
+        503,
+        "service_unavailable",
+        "Service unavailable",
+        "The database or Redis cannot be reached right now; retry the same request later.",
+    )
     resp.headers["Retry-After"] = str(OUTAGE_RETRY_AFTER_S)
     return resp
 
@@ -109,7 +117,9 @@ def register_error_handlers(app: Flask) -> None:
         if is_outage(exc):  # e.g. an outage wrapped in another exception on its way up
             return outage_response(exc)
         log.exception("unhandled error in request %s", getattr(g, "request_id", "?"))
-        return problem(500, "internal_error", "Internal error", "The service failed; the request id identifies it.")
+        return problem(
+            500, "internal_error", "Internal error", "The service failed; the request id identifies it."
+        )
 
 
 def retry_after_of(exc: VoucherServiceError) -> int | None:

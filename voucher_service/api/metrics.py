@@ -54,7 +54,9 @@ class Metrics:
         ]
         with self._lock:
             for (route, method, status), n in sorted(self.requests.items()):
-                lines.append(f'voucher_http_requests_total{{route="{route}",method="{method}",status="{status}"}} {n}')
+                lines.append(
+                    f'voucher_http_requests_total{{route="{route}",method="{method}",status="{status}"}} {n}'
+                )
             lines += [
                 "# HELP voucher_http_request_seconds Request latency.",
                 "# TYPE voucher_http_request_seconds histogram",
@@ -62,9 +64,13 @@ class Metrics:
             for route, buckets in sorted(self.latency.items()):
                 for bound, n in zip(BUCKETS, buckets, strict=False):
                     lines.append(f'voucher_http_request_seconds_bucket{{route="{route}",le="{bound}"}} {n}')
-                lines.append(f'voucher_http_request_seconds_bucket{{route="{route}",le="+Inf"}} {buckets[-1]}')
+                lines.append(
+                    f'voucher_http_request_seconds_bucket{{route="{route}",le="+Inf"}} {buckets[-1]}'
+                )
                 lines.append(f'voucher_http_request_seconds_count{{route="{route}"}} {buckets[-1]}')
-                lines.append(f'voucher_http_request_seconds_sum{{route="{route}"}} {self.latency_sum[route]:.6f}')
+                lines.append(
+                    f'voucher_http_request_seconds_sum{{route="{route}"}} {self.latency_sum[route]:.6f}'
+                )
             lines += ["# HELP voucher_events_total Domain events.", "# TYPE voucher_events_total counter"]
             for event, n in sorted(self.events.items()):
                 lines.append(f'voucher_events_total{{event="{event}"}} {n}')

@@ -89,7 +89,10 @@ class OfflineUploadOut(BaseModel):
 class MerchantProgramsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     terminal_id: str | None = Field(
-        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
         description="The refreshing terminal: the server counts its max_offline_hours from now",
     )
 

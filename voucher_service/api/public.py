@@ -35,7 +35,9 @@ class JwksCache:
         if entry and entry[0] > now and entry[1] == active_kid and ctx.now().timestamp() < entry[2]:
             return entry[3]
         value = keys.jwks(ctx)
-        first_end = min((float(k["exp"]) for k in value["keys"] if k.get("status") == "retired"), default=float("inf"))
+        first_end = min(
+            (float(k["exp"]) for k in value["keys"] if k.get("status") == "retired"), default=float("inf")
+        )
         with self._lock:
             self._entry = (now + self._ttl, active_kid, first_end, value)
         return value
@@ -49,8 +51,13 @@ def get_keys(principal: Principal) -> Response:
 
 
 def _qr(principal: Principal, voucher_id: str, fmt: str) -> Response:
-    image = issuance.voucher_qr(service_context(), voucher_id, fmt, holder_hash=principal.holder_hash,
-                                merchant_id=principal.merchant_id)
+    image = issuance.voucher_qr(
+        service_context(),
+        voucher_id,
+        fmt,
+        holder_hash=principal.holder_hash,
+        merchant_id=principal.merchant_id,
+    )
     # The image may only be shown to its holder: caches on the way must not keep it.
     if request.if_none_match.contains(image.etag):
         resp = Response(status=304)
@@ -61,15 +68,29 @@ def _qr(principal: Principal, voucher_id: str, fmt: str) -> Response:
     return resp
 
 
-@endpoint(bp, "/vouchers/<voucher_id>/qr.png", "GET", auth="consumer_or_merchant",
-          summary="The voucher's QR code as PNG (its holder, or the platform that claimed it)",
-          responses={200: None}, errors=QR_ERRORS, content_type="image/png")
+@endpoint(
+    bp,
+    "/vouchers/<voucher_id>/qr.png",
+    "GET",
+    auth="consumer_or_merchant",
+    summary="The voucher's QR code as PNG (its holder, or the platform that claimed it)",
+    responses={200: None},
+    errors=QR_ERRORS,
+    content_type="image/png",
+)
 def voucher_qr_png(principal: Principal, voucher_id: str) -> Response:
     return _qr(principal, voucher_id, "png")
 
 
-@endpoint(bp, "/vouchers/<voucher_id>/qr.svg", "GET", auth="consumer_or_merchant",
-          summary="The voucher's QR code as SVG (its holder, or the platform that claimed it)",
-          responses={200: None}, errors=QR_ERRORS, content_type="image/svg+xml")
+@endpoint(
+    bp,
+    "/vouchers/<voucher_id>/qr.svg",
+    "GET",
+    auth="consumer_or_merchant",
+    summary="The voucher's QR code as SVG (its holder, or the platform that claimed it)",
+    responses={200: None},
+    errors=QR_ERRORS,
+    content_type="image/svg+xml",
+)
 def voucher_qr_svg(principal: Principal, voucher_id: str) -> Response:
     return _qr(principal, voucher_id, "svg")

@@ -22,8 +22,13 @@ def rotate_keys(state: CliState) -> None:
 
 @main.command("demo")
 @click.option("--if-empty", is_flag=True, help="Do nothing when a programme exists already (for `make run`).")
-@click.option("--scale", type=click.FloatRange(min=0.0001, max=1.0), default=1.0, show_default=True,
-              help="Scale the tiers' quantities down for a quicker seed.")
+@click.option(
+    "--scale",
+    type=click.FloatRange(min=0.0001, max=1.0),
+    default=1.0,
+    show_default=True,
+    help="Scale the tiers' quantities down for a quicker seed.",
+)
 @pass_state
 def demo(state: CliState, if_empty: bool, scale: float) -> None:
     """Seed a realistic demo programme (Longgang's, open from today), its merchants and a few claims."""
@@ -39,8 +44,10 @@ def demo(state: CliState, if_empty: bool, scale: float) -> None:
         kind = "platform" if m["platform"] else "/".join(m["channels"])
         click.echo(f"merchant {m['id']} ({m['name']}, {kind}) api_secret: {m['api_secret']}")
     for c in out["cashiers"]:
-        click.echo(f"cashier of {c['merchant_id']} ({c['merchant_name']}) at /checkout: "
-                   f"username {c['username']} password {c['password']}")
+        click.echo(
+            f"cashier of {c['merchant_id']} ({c['merchant_name']}) at /checkout: "
+            f"username {c['username']} password {c['password']}"
+        )
     click.echo(f"demo consumers (log in by SMS code): {', '.join(c['phone'] for c in out['consumers'])}")
     click.echo(f"written to {out['path']} (demo only: it holds secrets)")
     click.echo(f"admin_token: {out['admin_token']}")
@@ -48,12 +55,15 @@ def demo(state: CliState, if_empty: bool, scale: float) -> None:
 
 @main.command("create-staff")
 @click.option("--merchant", "merchant_id", required=True, help="The merchant the staff member works for.")
-@click.option("--username", required=True, help="3-64 of a-z, 0-9, '.', '_', '-' (normalised: NFKC, lower case).")
+@click.option(
+    "--username", required=True, help="3-64 of a-z, 0-9, '.', '_', '-' (normalised: NFKC, lower case)."
+)
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
 @click.option("--generate-password", is_flag=True, help="Generate a password and print it as the last line.")
 @pass_state
-def create_staff(state: CliState, merchant_id: str, username: str, password_stdin: bool,
-                 generate_password: bool) -> None:
+def create_staff(
+    state: CliState, merchant_id: str, username: str, password_stdin: bool, generate_password: bool
+) -> None:
     """Create a staff account (a cashier who logs in to /checkout); without a flag, prompt for its password."""
     from voucher_service.domain.errors import VoucherServiceError
     from voucher_service.services import staff

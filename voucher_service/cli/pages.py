@@ -33,7 +33,9 @@ def _sample_gtin(state: CliState) -> str | None:
 
 
 @main.command("pages")
-@click.option("--base-url", default="http://localhost:8000", show_default=True, help="Where the server answers.")
+@click.option(
+    "--base-url", default="http://localhost:8000", show_default=True, help="Where the server answers."
+)
 @pass_state
 def pages(state: CliState, base_url: str) -> None:
     """Print the URLs of the pages and the demo logins (from var/demo.json)."""
@@ -58,8 +60,10 @@ def pages(state: CliState, base_url: str) -> None:
     if phones:
         lines.append(f"  resident phones: {', '.join(phones)} (one-time codes land in {outbox})")
     for c in demo.get("cashiers", []):
-        lines.append(f"  cashier of {c.get('merchant_name', c.get('merchant_id', '?'))}: "
-                     f"{c['username']} / {c['password']}")
+        lines.append(
+            f"  cashier of {c.get('merchant_name', c.get('merchant_id', '?'))}: "
+            f"{c['username']} / {c['password']}"
+        )
     if demo.get("admin_token"):
         lines.append(f"  console admin token: {demo['admin_token']}")
     if not demo:

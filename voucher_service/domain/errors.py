@@ -63,9 +63,7 @@ Forbidden = _error("Forbidden", "forbidden", 403, "Forbidden")
 MerchantNotEnrolled = _error("MerchantNotEnrolled", "merchant_not_enrolled", 403, "Merchant not enrolled")
 NotFound = _error("NotFound", "not_found", 404, "Not found")
 ProgramNotActive = _error("ProgramNotActive", "program_not_active", 409, "Programme not active")
-OfflineLimitExceeded = _error(
-    "OfflineLimitExceeded", "offline_limit_exceeded", 409, "Offline limit exceeded"
-)
+OfflineLimitExceeded = _error("OfflineLimitExceeded", "offline_limit_exceeded", 409, "Offline limit exceeded")
 OfflineRefreshRequired = _error(
     "OfflineRefreshRequired", "offline_refresh_required", 409, "Offline refresh required"
 )

@@ -44,8 +44,9 @@ def _ascii_digits(s: str) -> bool:
 
 def fullwidth_to_ascii(text: str) -> str:
     """Fullwidth forms (U+FF01-FF5E, what a Chinese IME types in fullwidth mode) as ASCII; nothing else."""
-    return "".join(chr(ord(c) - 0xFEE0) if 0xFF01 <= ord(c) <= 0xFF5E else " " if c == "\u3000" else c
-                   for c in text)
+    return "".join(
+        chr(ord(c) - 0xFEE0) if 0xFF01 <= ord(c) <= 0xFF5E else " " if c == "\u3000" else c for c in text
+    )
 
 
 def parse_yuan(text: str) -> int:
@@ -68,7 +69,9 @@ def parse_yuan(text: str) -> int:
 
 # What a till accepts as one unit price: up to 100 million yuan (the API's own bound), two decimals.
 MAX_PRICE_FEN = 10_000_000_000
-_PRICE_RE = re.compile(r"(?:0|[1-9][0-9]{0,8}|[1-9][0-9]{0,2}(?:,[0-9]{3}){1,2})(?:\.([0-9]{1,2}))?", re.ASCII)
+_PRICE_RE = re.compile(
+    r"(?:0|[1-9][0-9]{0,8}|[1-9][0-9]{0,2}(?:,[0-9]{3}){1,2})(?:\.([0-9]{1,2}))?", re.ASCII
+)
 _QUANTITY_RE = re.compile(r"[1-9][0-9]{0,6}", re.ASCII)
 MAX_QUANTITY = 1_000_000
 

@@ -83,8 +83,10 @@ def validate_program(spec: ProgramSpec) -> None:
         bad("voucher_validity_days", "must be at least 1")
     if spec.per_person_limit < 1:
         bad("per_person_limit", "must be at least 1")
-    if not spec.channels or any(c not in CHANNELS for c in spec.channels) or len(set(spec.channels)) != len(
-        spec.channels
+    if (
+        not spec.channels
+        or any(c not in CHANNELS for c in spec.channels)
+        or len(set(spec.channels)) != len(spec.channels)
     ):
         bad("channels", "must be distinct values of online, offline")
     if not spec.tiers:
@@ -136,7 +138,9 @@ def validate_program(spec: ProgramSpec) -> None:
         )
 
 
-def voucher_window(claimed_at: dt.datetime, validity_days: int, program_ends_at: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+def voucher_window(
+    claimed_at: dt.datetime, validity_days: int, program_ends_at: dt.datetime
+) -> tuple[dt.datetime, dt.datetime]:
     """A claimed voucher is valid from its claim for `validity_days`, never past the programme's end."""
     return claimed_at, min(claimed_at + dt.timedelta(days=validity_days), program_ends_at)
 

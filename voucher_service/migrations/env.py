@@ -22,7 +22,9 @@ def render_item(type_: str, obj: Any, autogen_context: Any) -> Any:
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=normalise_url(config.get_main_option("sqlalchemy.url") or ""), target_metadata=target_metadata)
+    context.configure(
+        url=normalise_url(config.get_main_option("sqlalchemy.url") or ""), target_metadata=target_metadata
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -30,7 +32,12 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True, render_item=render_item)
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=True,
+            render_item=render_item,
+        )
         with context.begin_transaction():
             context.run_migrations()
         return
@@ -38,7 +45,9 @@ def run_migrations_online() -> None:
     section["sqlalchemy.url"] = normalise_url(section.get("sqlalchemy.url", ""))
     engine = engine_from_config(section, prefix="sqlalchemy.", poolclass=pool.NullPool)
     with engine.connect() as conn:
-        context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True, render_item=render_item)
+        context.configure(
+            connection=conn, target_metadata=target_metadata, render_as_batch=True, render_item=render_item
+        )
         with context.begin_transaction():
             context.run_migrations()
 

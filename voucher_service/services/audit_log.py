@@ -24,7 +24,13 @@ SEAL_BATCH = 5000
 
 
 def record(
-    session: Session, actor: str, action: str, entity: str, entity_id: str, data: dict[str, Any], at: dt.datetime
+    session: Session,
+    actor: str,
+    action: str,
+    entity: str,
+    entity_id: str,
+    data: dict[str, Any],
+    at: dt.datetime,
 ) -> None:
     """Append an unsealed audit entry in the caller's transaction."""
     session.add(AuditEntry(at=at, actor=actor, action=action, entity=entity, entity_id=entity_id, data=data))
@@ -49,11 +55,17 @@ def seal(session: Session, batch: int = SEAL_BATCH) -> int:
         # as `audit` that seals before verifying never sees entries another sealer is still chaining.
         session.execute(text("SELECT pg_advisory_xact_lock(74110001)"))
     # Only sealed entries: PostgreSQL sorts NULLs first in DESC order, so unsealed ones would come first.
-    head = session.execute(select(AuditEntry.seq, AuditEntry.entry_hash).where(AuditEntry.seq.is_not(None))
-                           .order_by(AuditEntry.seq.desc()).limit(1)).first()
+    head = session.execute(
+        select(AuditEntry.seq, AuditEntry.entry_hash)
+        .where(AuditEntry.seq.is_not(None))
+        .order_by(AuditEntry.seq.desc())
+        .limit(1)
+    ).first()
     last_seq, prev = (int(head[0]), str(head[1])) if head and head[0] is not None else (0, GENESIS)
     pending = list(
-        session.scalars(select(AuditEntry).where(AuditEntry.seq.is_(None)).order_by(AuditEntry.id).limit(batch))
+        session.scalars(
+            select(AuditEntry).where(AuditEntry.seq.is_(None)).order_by(AuditEntry.id).limit(batch)
+        )
     )
     if not pending:
         return 0
@@ -64,7 +76,9 @@ def seal(session: Session, batch: int = SEAL_BATCH) -> int:
         prev = chain_hash(prev, entry)
         entry.entry_hash = prev
     session.flush()
-    session.add(AuditSeal(last_seq=last_seq, head_hash=prev, entries=len(pending), sealed_at=dt.datetime.now(dt.UTC)))
+    session.add(
+        AuditSeal(last_seq=last_seq, head_hash=prev, entries=len(pending), sealed_at=dt.datetime.now(dt.UTC))
+    )
     return len(pending)
 
 
@@ -97,18 +111,26 @@ def verify_chain(session: Session, limit_problems: int = 20) -> ChainReport:
     prev = GENESIS
     expected_seq = 1
     heads: dict[int, str] = {}
-    rows = session.execute(select(AuditEntry).where(AuditEntry.seq.is_not(None)).order_by(AuditEntry.seq)).scalars()
+    rows = session.execute(
+        select(AuditEntry).where(AuditEntry.seq.is_not(None)).order_by(AuditEntry.seq)
+    ).scalars()
     for entry in rows.yield_per(2000):
         report.entries += 1
         assert entry.seq is not None
         if entry.seq != expected_seq:
-            report.problems.append(f"audit entries with seq {expected_seq}..{entry.seq - 1} are missing (deleted?)")
+            report.problems.append(
+                f"audit entries with seq {expected_seq}..{entry.seq - 1} are missing (deleted?)"
+            )
             expected_seq = entry.seq
         if entry.prev_hash != prev:
-            report.problems.append(f"audit entry seq {entry.seq} (id {entry.id}) does not link to the one before it")
+            report.problems.append(
+                f"audit entry seq {entry.seq} (id {entry.id}) does not link to the one before it"
+            )
         recomputed = chain_hash(entry.prev_hash or "", entry)
         if recomputed != entry.entry_hash:
-            report.problems.append(f"audit entry seq {entry.seq} (id {entry.id}) was altered: its hash does not match")
+            report.problems.append(
+                f"audit entry seq {entry.seq} (id {entry.id}) was altered: its hash does not match"
+            )
         prev = entry.entry_hash or ""
         heads[entry.seq] = prev
         expected_seq += 1
@@ -116,9 +138,13 @@ def verify_chain(session: Session, limit_problems: int = 20) -> ChainReport:
             return report
     for sealed in session.scalars(select(AuditSeal).order_by(AuditSeal.id)):
         if sealed.last_seq not in heads:
-            report.problems.append(f"seal {sealed.id} covers seq {sealed.last_seq}, which is missing (deleted?)")
+            report.problems.append(
+                f"seal {sealed.id} covers seq {sealed.last_seq}, which is missing (deleted?)"
+            )
         elif heads[sealed.last_seq] != sealed.head_hash:
-            report.problems.append(f"seal {sealed.id}: the chain head at seq {sealed.last_seq} differs from the seal")
+            report.problems.append(
+                f"seal {sealed.id}: the chain head at seq {sealed.last_seq} differs from the seal"
+            )
     unsealed = session.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.seq.is_(None)))
     if unsealed:
         report.problems.append(f"{unsealed} audit entries are not sealed yet")

@@ -52,11 +52,26 @@ def dashboard(ctx: ServiceContext, program_id: str) -> dict[str, Any]:
     books = audit.program_books(ctx, program_id)
     tz = program["timezone"]
     with ctx.sessions() as s:
-        tiers: dict[str, dict[str, Any]] = {t.code: {"code": t.code, "face_value_fen": t.face_value_fen, "quantity": t.quantity,
-                          "claimed": 0, "redeemed": 0, "claimed_fen": 0, "redeemed_fen": 0, "remaining": 0}
-                 for t in s.scalars(select(Tier).where(Tier.program_id == program_id).order_by(Tier.position))}
+        tiers: dict[str, dict[str, Any]] = {
+            t.code: {
+                "code": t.code,
+                "face_value_fen": t.face_value_fen,
+                "quantity": t.quantity,
+                "claimed": 0,
+                "redeemed": 0,
+                "claimed_fen": 0,
+                "redeemed_fen": 0,
+                "remaining": 0,
+            }
+            for t in s.scalars(select(Tier).where(Tier.program_id == program_id).order_by(Tier.position))
+        }
         rows = s.execute(
-            select(Voucher.tier_code, Voucher.status, func.count(), func.coalesce(func.sum(Voucher.face_value_fen), 0))
+            select(
+                Voucher.tier_code,
+                Voucher.status,
+                func.count(),
+                func.coalesce(func.sum(Voucher.face_value_fen), 0),
+            )
             .where(Voucher.program_id == program_id)
             .group_by(Voucher.tier_code, Voucher.status)
         )
@@ -73,8 +88,9 @@ def dashboard(ctx: ServiceContext, program_id: str) -> dict[str, Any]:
                 tier["redeemed"] += int(n)
                 tier["redeemed_fen"] += int(fen)
         claims = _daily_counts(s, tz, Voucher.claimed_at, Voucher.program_id == program_id)
-        redemptions = _daily_counts(s, tz, Redemption.redeemed_at, Redemption.program_id == program_id,
-                                    Redemption.status == "active")
+        redemptions = _daily_counts(
+            s, tz, Redemption.redeemed_at, Redemption.program_id == program_id, Redemption.status == "active"
+        )
     days = sorted(set(claims) | set(redemptions))
     return {
         "program": program,
@@ -95,7 +111,9 @@ def list_merchants(ctx: ServiceContext) -> list[dict[str, Any]]:
     """Every merchant, newest first, with the programmes it is enrolled in."""
     with ctx.sessions() as s:
         enrolled: dict[str, list[str]] = {}
-        for pid, mid in s.execute(select(Enrolment.program_id, Enrolment.merchant_id).order_by(Enrolment.enrolled_at)):
+        for pid, mid in s.execute(
+            select(Enrolment.program_id, Enrolment.merchant_id).order_by(Enrolment.enrolled_at)
+        ):
             enrolled.setdefault(mid, []).append(pid)
         out = []
         for m in s.scalars(select(Merchant).order_by(Merchant.created_at.desc(), Merchant.id)):
@@ -141,25 +159,46 @@ def runs_dir(ctx: ServiceContext) -> Path:
 
 
 def reconcile_upload(
-    ctx: ServiceContext, program_id: str, merchant_id: str, fmt: str, statement: bytes, filename: str,
-    actor: str, date_from: dt.date | None = None, date_to: dt.date | None = None,
+    ctx: ServiceContext,
+    program_id: str,
+    merchant_id: str,
+    fmt: str,
+    statement: bytes,
+    filename: str,
+    actor: str,
+    date_from: dt.date | None = None,
+    date_to: dt.date | None = None,
 ) -> ReconcileResult:
     """Reconcile an uploaded statement as the CLI does, keeping the statement and the four files by run id."""
     if fmt not in FORMATS:
-        raise ValidationFailed("Unknown statement format.", [{"field": "format", "message": f"one of {', '.join(FORMATS)}"}])
+        raise ValidationFailed(
+            "Unknown statement format.", [{"field": "format", "message": f"one of {', '.join(FORMATS)}"}]
+        )
     if not statement:
-        raise ValidationFailed("The statement is empty.", [{"field": "statement", "message": "must not be empty"}])
+        raise ValidationFailed(
+            "The statement is empty.", [{"field": "statement", "message": "must not be empty"}]
+        )
     if len(statement) > STATEMENT_MAX_BYTES:
-        raise ValidationFailed("The statement is too large.",
-                               [{"field": "statement", "message": f"at most {STATEMENT_MAX_BYTES} bytes"}])
+        raise ValidationFailed(
+            "The statement is too large.",
+            [{"field": "statement", "message": f"at most {STATEMENT_MAX_BYTES} bytes"}],
+        )
     base = runs_dir(ctx)
     work = base / f"upload-{uuid.uuid4()}"
     work.mkdir(parents=True)
     name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(filename or "statement").name)[:80] or "statement"
     source = work / "statement"
     source.write_bytes(statement)
-    req = ReconcileRequest(program_id=program_id, merchant_id=merchant_id, statement=source, out_dir=work,
-                           fmt=fmt, date_from=date_from, date_to=date_to, actor=actor)
+    req = ReconcileRequest(
+        program_id=program_id,
+        merchant_id=merchant_id,
+        statement=source,
+        out_dir=work,
+        fmt=fmt,
+        date_from=date_from,
+        date_to=date_to,
+        actor=actor,
+    )
     result = reconcile(ctx, req)
     (work / "statement.name").write_text(name, encoding="utf-8")
     target = base / result.run_id
@@ -213,6 +252,15 @@ def run_settlements(ctx: ServiceContext, run_id: str) -> list[dict[str, Any]]:
     from voucher_service.adapters.db.models import Settlement
 
     with ctx.sessions() as s:
-        rows = s.scalars(select(Settlement).where(Settlement.run_id == run_id).order_by(Settlement.created_at))
-        return [{"id": r.id, "redemptions": r.redemptions, "payable_fen": r.payable_fen, "created_at": r.created_at}
-                for r in rows]
+        rows = s.scalars(
+            select(Settlement).where(Settlement.run_id == run_id).order_by(Settlement.created_at)
+        )
+        return [
+            {
+                "id": r.id,
+                "redemptions": r.redemptions,
+                "payable_fen": r.payable_fen,
+                "created_at": r.created_at,
+            }
+            for r in rows
+        ]

@@ -98,6 +98,7 @@ def open_session(ctx: ServiceContext, raw_phone: str, code: str) -> dict[str, An
     token, expires = issue_session(ctx, holder)
     now = ctx.now()
     with ctx.sessions.begin() as s:
-        audit_log.record(s, f"consumer:{holder[:16]}", "consumer.session_opened", "consumer", holder[:16],
-                         {}, now)
+        audit_log.record(
+            s, f"consumer:{holder[:16]}", "consumer.session_opened", "consumer", holder[:16], {}, now
+        )
     return {"token": token, "expires_at": rfc3339(expires)}

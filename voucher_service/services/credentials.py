@@ -49,8 +49,15 @@ def revoke_admin_tokens(ctx: ServiceContext, *, name: str | None = None, token: 
         rows = list(s.scalars(query.with_for_update()))
         for row in rows:
             row.revoked_at = now
-            audit_log.record(s, "cli:revoke-admin-token", "admin_token.revoked", "admin_token", str(row.id),
-                             {"name": row.name}, now)
+            audit_log.record(
+                s,
+                "cli:revoke-admin-token",
+                "admin_token.revoked",
+                "admin_token",
+                str(row.id),
+                {"name": row.name},
+                now,
+            )
     return len(rows)
 
 
@@ -134,9 +141,13 @@ class MerchantCache:
         return value
 
 
-def sign_merchant_request(secret: str, method: str, path_and_query: str, timestamp: str, nonce: str, body: bytes) -> str:
+def sign_merchant_request(
+    secret: str, method: str, path_and_query: str, timestamp: str, nonce: str, body: bytes
+) -> str:
     """The contract's v1 request signature (used by tests and tools; the SDK has its own copy)."""
-    canonical = "\n".join([method.upper(), path_and_query, timestamp, nonce, hashlib.sha256(body).hexdigest()])
+    canonical = "\n".join(
+        [method.upper(), path_and_query, timestamp, nonce, hashlib.sha256(body).hexdigest()]
+    )
     return "v1=" + hmac.new(secret.encode(), canonical.encode(), hashlib.sha256).hexdigest()
 
 
@@ -247,10 +258,20 @@ def end_session(ctx: ServiceContext, token: str, actor: str) -> bool:
     with ctx.sessions.begin() as s:
         s.execute(delete(EndedSession).where(EndedSession.expires_at <= now))  # housekeeping
         if s.get(EndedSession, claims.session_id) is None:
-            s.add(EndedSession(session_id=claims.session_id, holder_hash=claims.holder_hash,
-                               expires_at=claims.expires_at))
-        audit_log.record(s, actor, "consumer_session.ended", "holder", claims.holder_hash[:16],
-                         {"session": claims.session_id[:8]}, now)
+            s.add(
+                EndedSession(
+                    session_id=claims.session_id, holder_hash=claims.holder_hash, expires_at=claims.expires_at
+                )
+            )
+        audit_log.record(
+            s,
+            actor,
+            "consumer_session.ended",
+            "holder",
+            claims.holder_hash[:16],
+            {"session": claims.session_id[:8]},
+            now,
+        )
     ctx.store.delete(_state_key(claims.holder_hash))  # re-read from the database at the next request
     return True
 
@@ -265,8 +286,9 @@ def end_holder_sessions(ctx: ServiceContext, holder_hash: str, actor: str) -> in
             s.add(row)
         row.epoch += 1
         row.changed_at = now
-        audit_log.record(s, actor, "consumer_sessions.ended_all", "holder", holder_hash[:16],
-                         {"epoch": row.epoch}, now)
+        audit_log.record(
+            s, actor, "consumer_sessions.ended_all", "holder", holder_hash[:16], {"epoch": row.epoch}, now
+        )
         epoch = row.epoch
     ctx.store.delete(_state_key(holder_hash))
     return epoch

@@ -104,14 +104,18 @@ def seed_demo(ctx: ServiceContext, *, scale: float = 1.0, out_path: Path | None 
         shops.append({k: m[k] for k in ("id", "name", "channels", "platform", "api_secret")})
         password = staff.generate_password()
         staff.create_staff(ctx, m["id"], username, password, ACTOR)
-        cashiers.append({"merchant_id": m["id"], "merchant_name": name, "username": username, "password": password})
+        cashiers.append(
+            {"merchant_id": m["id"], "merchant_name": name, "username": username, "password": password}
+        )
     programs.activate_program(ctx, pid, ACTOR)
     catalog = issuance.ProgramCatalog()
     consumers = []
     for phone in DEMO_PHONES:
         claimant = issuance.Claimant(phone_holder(ctx, phone), ACTOR)
-        ids = [issuance.claim_voucher(ctx, pid, tier, claimant, catalog=catalog)["voucher_id"]
-               for tier in ("T50", "T20")]
+        ids = [
+            issuance.claim_voucher(ctx, pid, tier, claimant, catalog=catalog)["voucher_id"]
+            for tier in ("T50", "T20")
+        ]
         consumers.append({"phone": phone, "voucher_ids": ids})
     platform_id = next(s["id"] for s in shops if s["platform"])
     platform_claims = []

@@ -119,12 +119,23 @@ def begin(
 
 
 def _insert_lease(
-    ctx: ServiceContext, merchant_id: str, key: str, route: str, digest: str, now: dt.datetime,
+    ctx: ServiceContext,
+    merchant_id: str,
+    key: str,
+    route: str,
+    digest: str,
+    now: dt.datetime,
     lease: dt.datetime,
 ) -> bool:
     """Insert the key's row `in_progress` in its own committed transaction; False when it exists."""
-    values = {"merchant_id": merchant_id, "key": key, "route": route[:200], "request_sha256": digest,
-              "locked_until": lease, "created_at": now}
+    values = {
+        "merchant_id": merchant_id,
+        "key": key,
+        "route": route[:200],
+        "request_sha256": digest,
+        "locked_until": lease,
+        "created_at": now,
+    }
     if is_postgres(ctx.engine):
         # One round trip, no unit of work; the conflict (a key already there) is not an error.
         with ctx.sessions.begin() as s:
@@ -160,17 +171,19 @@ def _existing(
         # The lease ran out: the worker that held it died before committing. Take it over; the new lease
         # end is strictly later than the old one, so the old holder's completion no longer matches.
         new_lease = max(lease, rec.locked_until + dt.timedelta(microseconds=1))
-        taken = _rowcount(s.execute(
-            update(IdempotencyRecord)
-            .where(
-                IdempotencyRecord.merchant_id == merchant_id,
-                IdempotencyRecord.key == key,
-                IdempotencyRecord.state == "in_progress",
-                IdempotencyRecord.locked_until == rec.locked_until,
+        taken = _rowcount(
+            s.execute(
+                update(IdempotencyRecord)
+                .where(
+                    IdempotencyRecord.merchant_id == merchant_id,
+                    IdempotencyRecord.key == key,
+                    IdempotencyRecord.state == "in_progress",
+                    IdempotencyRecord.locked_until == rec.locked_until,
+                )
+                .values(locked_until=new_lease)
+                .execution_options(synchronize_session=False)
             )
-            .values(locked_until=new_lease)
-            .execution_options(synchronize_session=False)
-        ))
+        )
     return IdempotencyClaim(merchant_id, key, new_lease) if taken == 1 else None
 
 
@@ -187,22 +200,26 @@ def _rowcount(result: Result[Any]) -> int:
 
 def _finish(session: Session, claim: IdempotencyClaim, status: int, body: bytes) -> int:
     locked_until = claim.fence()
-    return _rowcount(session.execute(
-        update(IdempotencyRecord)
-        .where(
-            IdempotencyRecord.merchant_id == claim.merchant_id,
-            IdempotencyRecord.key == claim.key,
-            IdempotencyRecord.state == "in_progress",
-            IdempotencyRecord.locked_until == locked_until,
+    return _rowcount(
+        session.execute(
+            update(IdempotencyRecord)
+            .where(
+                IdempotencyRecord.merchant_id == claim.merchant_id,
+                IdempotencyRecord.key == claim.key,
+                IdempotencyRecord.state == "in_progress",
+                IdempotencyRecord.locked_until == locked_until,
+            )
+            .values(state="done", response_status=status, response_body=body)
+            .execution_options(synchronize_session=False)
         )
-        .values(state="done", response_status=status, response_body=body)
-        .execution_options(synchronize_session=False)
-    ))
+    )
 
 
 def lease_lost() -> VoucherServiceError:
     """The refusal when another attempt took the key over before this one could complete it."""
-    return IdempotencyInProgress("Another attempt with this Idempotency-Key took over; retry to get its answer.")
+    return IdempotencyInProgress(
+        "Another attempt with this Idempotency-Key took over; retry to get its answer."
+    )
 
 
 def complete(session: Session, claim: IdempotencyClaim, status: int, body: bytes) -> None:
@@ -292,17 +309,19 @@ class LeaseKeeper:
                 new_lease = max(now + self._lease, claim.locked_until + dt.timedelta(microseconds=1))
                 with sessions.begin() as s:
                     _relax_durability(s)
-                    moved = _rowcount(s.execute(
-                        update(IdempotencyRecord)
-                        .where(
-                            IdempotencyRecord.merchant_id == claim.merchant_id,
-                            IdempotencyRecord.key == claim.key,
-                            IdempotencyRecord.state == "in_progress",
-                            IdempotencyRecord.locked_until == claim.locked_until,
+                    moved = _rowcount(
+                        s.execute(
+                            update(IdempotencyRecord)
+                            .where(
+                                IdempotencyRecord.merchant_id == claim.merchant_id,
+                                IdempotencyRecord.key == claim.key,
+                                IdempotencyRecord.state == "in_progress",
+                                IdempotencyRecord.locked_until == claim.locked_until,
+                            )
+                            .values(locked_until=new_lease)
+                            .execution_options(synchronize_session=False)
                         )
-                        .values(locked_until=new_lease)
-                        .execution_options(synchronize_session=False)
-                    ))
+                    )
                 if moved == 1:
                     claim.locked_until = new_lease
                     renewed += 1
@@ -320,7 +339,9 @@ def keeper(ctx: ServiceContext) -> LeaseKeeper:
     with _keepers_lock:
         found = _keepers.get(ctx.sessions)
         if found is None:
-            found = _keepers[ctx.sessions] = LeaseKeeper(ctx.sessions, ctx.settings.idempotency_lease_s, ctx.now)
+            found = _keepers[ctx.sessions] = LeaseKeeper(
+                ctx.sessions, ctx.settings.idempotency_lease_s, ctx.now
+            )
         return found
 
 
@@ -336,7 +357,11 @@ def kept_alive(ctx: ServiceContext, claim: IdempotencyClaim) -> Iterator[Idempot
 
 
 def run_once(
-    ctx: ServiceContext, merchant_id: str, key: str, route: str, raw_body: bytes,
+    ctx: ServiceContext,
+    merchant_id: str,
+    key: str,
+    route: str,
+    raw_body: bytes,
     action: Callable[[IdempotencyClaim], Outcome],
     refusal: Callable[[VoucherServiceError], tuple[int, bytes]],
 ) -> StoredResponse:

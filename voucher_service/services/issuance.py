@@ -105,7 +105,9 @@ class ProgramCatalog:
                 raise NotFound(f"No programme {program_id}.")
             tiers = s.scalars(select(Tier).where(Tier.program_id == program_id))
             terms = ProgramTerms(
-                id=program.id, starts_at=program.starts_at, ends_at=program.ends_at,
+                id=program.id,
+                starts_at=program.starts_at,
+                ends_at=program.ends_at,
                 voucher_validity_days=program.voucher_validity_days,
                 per_person_limit=program.per_person_limit,
                 tiers={t.code: TierTerms(t.code, t.face_value_fen, t.min_spend_fen) for t in tiers},
@@ -140,8 +142,13 @@ def _check_rate(ctx: ServiceContext, key: str, who: str) -> None:
 
 
 def claim_voucher(
-    ctx: ServiceContext, program_id: str, tier_code: str, claimant: Claimant, *,
-    catalog: ProgramCatalog | None = None, count: EventCounter | None = None,
+    ctx: ServiceContext,
+    program_id: str,
+    tier_code: str,
+    claimant: Claimant,
+    *,
+    catalog: ProgramCatalog | None = None,
+    count: EventCounter | None = None,
     finish: Callable[[Session, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Issue one pool voucher of a tier to a holder; return the voucher with its signed token.
@@ -164,8 +171,10 @@ def claim_voucher(
     tier = terms.tiers.get(tier_code)
     if tier is None:
         known = ", ".join(sorted(terms.tiers))
-        raise ValidationFailed(f"Programme {program_id} has no tier {tier_code!r}.",
-                               [{"field": "tier", "message": f"must be one of {known}"}])
+        raise ValidationFailed(
+            f"Programme {program_id} has no tier {tier_code!r}.",
+            [{"field": "tier", "message": f"must be one of {known}"}],
+        )
     if ctx.store.get(sold_out_key(program_id, tier_code)) is not None:
         count("claims_sold_out_fast")
         raise TierSoldOut(f"Tier {tier_code} is sold out.")
@@ -196,28 +205,61 @@ def _claim_in_transaction(
         raise _Refused("empty")
     valid_from, expires_at = voucher_window(now, terms.voucher_validity_days, terms.ends_at)
     claims = VoucherClaims(
-        voucher_id=voucher_id, program_id=terms.id, tier=tier.code, face_value_fen=tier.face_value_fen,
-        min_spend_fen=tier.min_spend_fen, iat=int(now.timestamp()), nbf=int(valid_from.timestamp()),
+        voucher_id=voucher_id,
+        program_id=terms.id,
+        tier=tier.code,
+        face_value_fen=tier.face_value_fen,
+        min_spend_fen=tier.min_spend_fen,
+        iat=int(now.timestamp()),
+        nbf=int(valid_from.timestamp()),
         exp=int(expires_at.timestamp()),
     )
     assert key.private_key is not None
     token = encode_token(key.private_key, key.kid_bytes, claims.to_cbor_map())
-    audit_data = {"program_id": terms.id, "tier": tier.code, "holder": claimant.holder_hash[:12],
-                  "merchant_id": claimant.merchant_id}
-    books_written = claims_db.issue(s, claims_db.Issue(
-        voucher_id=voucher_id, holder_hash=claimant.holder_hash, merchant_id=claimant.merchant_id, now=now,
-        valid_from=valid_from, expires_at=expires_at, kid=key.kid, token=token, actor=claimant.actor,
-        audit_data=audit_data,
-    ))
+    audit_data = {
+        "program_id": terms.id,
+        "tier": tier.code,
+        "holder": claimant.holder_hash[:12],
+        "merchant_id": claimant.merchant_id,
+    }
+    books_written = claims_db.issue(
+        s,
+        claims_db.Issue(
+            voucher_id=voucher_id,
+            holder_hash=claimant.holder_hash,
+            merchant_id=claimant.merchant_id,
+            now=now,
+            valid_from=valid_from,
+            expires_at=expires_at,
+            kid=key.kid,
+            token=token,
+            actor=claimant.actor,
+            audit_data=audit_data,
+        ),
+    )
     if not books_written:
         # PostgreSQL appends the same two rows inside the issuing statement (one round trip).
-        ledger.move(s, program_id=terms.id, kind="claim", from_bucket="unclaimed", to_bucket="outstanding",
-                    amount_fen=tier.face_value_fen, at=now, voucher_id=voucher_id, ref=tier.code)
+        ledger.move(
+            s,
+            program_id=terms.id,
+            kind="claim",
+            from_bucket="unclaimed",
+            to_bucket="outstanding",
+            amount_fen=tier.face_value_fen,
+            at=now,
+            voucher_id=voucher_id,
+            ref=tier.code,
+        )
         audit_log.record(s, claimant.actor, "voucher.claimed", "voucher", voucher_id, audit_data, now)
     return {
-        "voucher_id": voucher_id, "program_id": terms.id, "tier": tier.code,
-        "face_value_fen": tier.face_value_fen, "min_spend_fen": tier.min_spend_fen,
-        "valid_from": rfc3339(valid_from), "expires_at": rfc3339(expires_at), "token": token,
+        "voucher_id": voucher_id,
+        "program_id": terms.id,
+        "tier": tier.code,
+        "face_value_fen": tier.face_value_fen,
+        "min_spend_fen": tier.min_spend_fen,
+        "valid_from": rfc3339(valid_from),
+        "expires_at": rfc3339(expires_at),
+        "token": token,
     }
 
 
@@ -233,8 +275,13 @@ def _explain_refusal(
             limit = terms.per_person_limit
             return ClaimLimitReached(f"This holder already has {limit} voucher(s) of this programme.")
         # SKIP LOCKED also skips rows other claims hold; close the gate only once none is left at all.
-        left = s.scalar(select(Voucher.id).limit(1).where(
-            Voucher.program_id == terms.id, Voucher.tier_code == tier.code, Voucher.status == "available"))
+        left = s.scalar(
+            select(Voucher.id)
+            .limit(1)
+            .where(
+                Voucher.program_id == terms.id, Voucher.tier_code == tier.code, Voucher.status == "available"
+            )
+        )
     if left is None:
         ctx.store.set(sold_out_key(terms.id, tier.code), b"1", SOLD_OUT_GATE_TTL_S)
     return TierSoldOut(f"Tier {tier.code} is sold out.")
@@ -249,18 +296,27 @@ def holder_vouchers(ctx: ServiceContext, holder_hash: str) -> list[dict[str, Any
         rows = s.scalars(
             select(Voucher)
             .where(Voucher.program_id.in_(select(Program.id)), Voucher.holder_hash == holder_hash)
-            .order_by(Voucher.claimed_at.desc(), Voucher.id).limit(MAX_LISTED_VOUCHERS)
+            .order_by(Voucher.claimed_at.desc(), Voucher.id)
+            .limit(MAX_LISTED_VOUCHERS)
         ).all()
     out = []
     for v in rows:
         status = v.status
         if status == "issued" and v.expires_at is not None and v.expires_at <= now:
             status = "expired"
-        out.append({
-            "voucher_id": v.id, "program_id": v.program_id, "tier": v.tier_code,
-            "face_value_fen": v.face_value_fen, "min_spend_fen": v.min_spend_fen, "status": status,
-            "valid_from": rfc3339(v.valid_from), "expires_at": rfc3339(v.expires_at), "token": v.token,
-        })
+        out.append(
+            {
+                "voucher_id": v.id,
+                "program_id": v.program_id,
+                "tier": v.tier_code,
+                "face_value_fen": v.face_value_fen,
+                "min_spend_fen": v.min_spend_fen,
+                "status": status,
+                "valid_from": rfc3339(v.valid_from),
+                "expires_at": rfc3339(v.expires_at),
+                "token": v.token,
+            }
+        )
     return out
 
 
@@ -277,8 +333,9 @@ def voucher_qr(
     """The QR code of a claimed voucher's token, for its holder or the platform that claimed it."""
     with ctx.sessions() as s:
         row = s.execute(
-            select(Voucher.token, Voucher.holder_hash, Voucher.claimed_by_merchant_id)
-            .where(Voucher.id == voucher_id)
+            select(Voucher.token, Voucher.holder_hash, Voucher.claimed_by_merchant_id).where(
+                Voucher.id == voucher_id
+            )
         ).first()
     if row is None or row.token is None:
         raise NotFound(f"No voucher {voucher_id}.")

@@ -27,7 +27,9 @@ def _new_key(ctx: ServiceContext, status: str, now: dt.datetime) -> SigningKey:
     jwk = public_jwk(key.public_key())
     return SigningKey(
         kid=jwk["kid"],
-        private_key_pem=encrypt_private_key(key, ctx.settings.signing_key_passphrase, ctx.settings.signing_key_scrypt_n),
+        private_key_pem=encrypt_private_key(
+            key, ctx.settings.signing_key_passphrase, ctx.settings.signing_key_scrypt_n
+        ),
         public_jwk=jwk,
         status=status,
         created_at=now,
@@ -50,7 +52,9 @@ def ensure_signing_keys(ctx: ServiceContext) -> int:
             if status not in statuses:
                 row = _new_key(ctx, status, now)
                 s.add(row)
-                audit_log.record(s, "system", f"signing_key.created_{status}", "signing_key", row.kid, {}, now)
+                audit_log.record(
+                    s, "system", f"signing_key.created_{status}", "signing_key", row.kid, {}, now
+                )
                 created += 1
     if created:
         ctx.keys.reload()
@@ -62,7 +66,12 @@ def rotate_keys(ctx: ServiceContext, actor: str = "cli") -> dict[str, str]:
     expire_retired_keys(ctx)
     now = ctx.now()
     with ctx.sessions.begin() as s:
-        keys = {k.status: k for k in s.scalars(select(SigningKey).where(SigningKey.status.in_(("active", "next"))).with_for_update())}
+        keys = {
+            k.status: k
+            for k in s.scalars(
+                select(SigningKey).where(SigningKey.status.in_(("active", "next"))).with_for_update()
+            )
+        }
         old, nxt = keys.get("active"), keys.get("next")
         if nxt is None:
             nxt = _new_key(ctx, "next", now)
@@ -84,12 +93,21 @@ def upgrade_key_encryption(ctx: ServiceContext) -> int:
     """Re-encrypt every private key still stored as a PBKDF2 PKCS8 PEM under scrypt; return how many."""
     passphrase = ctx.settings.signing_key_passphrase
     with ctx.sessions() as s:
-        legacy = [(k.kid, k.private_key_pem) for k in s.scalars(select(SigningKey)) if is_legacy_encryption(k.private_key_pem)]
+        legacy = [
+            (k.kid, k.private_key_pem)
+            for k in s.scalars(select(SigningKey))
+            if is_legacy_encryption(k.private_key_pem)
+        ]
     if not legacy:
         return 0
     # Derive outside the transaction (scrypt is slow on purpose); the update checks nothing changed since.
     upgraded = {
-        kid: (pem, encrypt_private_key(decrypt_private_key(pem, passphrase), passphrase, ctx.settings.signing_key_scrypt_n))
+        kid: (
+            pem,
+            encrypt_private_key(
+                decrypt_private_key(pem, passphrase), passphrase, ctx.settings.signing_key_scrypt_n
+            ),
+        )
         for kid, pem in legacy
     }
     now = ctx.now()
@@ -100,7 +118,9 @@ def upgrade_key_encryption(ctx: ServiceContext) -> int:
             if row.private_key_pem == old:
                 row.private_key_pem = new
                 done += 1
-                audit_log.record(s, "system", "signing_key.reencrypted", "signing_key", row.kid, {"kdf": "scrypt"}, now)
+                audit_log.record(
+                    s, "system", "signing_key.reencrypted", "signing_key", row.kid, {"kdf": "scrypt"}, now
+                )
     return done
 
 
@@ -125,8 +145,15 @@ def expire_retired_keys(ctx: ServiceContext) -> list[str]:
                 row.status = "expired"
                 row.publish_until = due[row.kid]
                 expired.append(row.kid)
-                audit_log.record(s, "system", "signing_key.expired", "signing_key", row.kid,
-                                 {"end": due[row.kid].isoformat()}, now)
+                audit_log.record(
+                    s,
+                    "system",
+                    "signing_key.expired",
+                    "signing_key",
+                    row.kid,
+                    {"end": due[row.kid].isoformat()},
+                    now,
+                )
     if expired:
         ctx.keys.reload()
     return expired
@@ -134,7 +161,11 @@ def expire_retired_keys(ctx: ServiceContext) -> list[str]:
 
 def _due_for_expiry(s: Session, now: dt.datetime) -> dict[str, dt.datetime]:
     rows = list(
-        s.scalars(select(SigningKey).where(SigningKey.status == "retired", SigningKey.retired_at <= now - RETIRED_GRACE))
+        s.scalars(
+            select(SigningKey).where(
+                SigningKey.status == "retired", SigningKey.retired_at <= now - RETIRED_GRACE
+            )
+        )
     )
     if not rows:
         return {}

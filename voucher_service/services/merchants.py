@@ -21,11 +21,18 @@ TERMINAL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 def merchant_to_json(m: Merchant) -> dict[str, Any]:
     """A merchant as the API shows it (never with its secret)."""
-    return {"id": m.id, "name": m.name, "channels": list(m.channels), "platform": m.platform,
-            "created_at": rfc3339(m.created_at)}
+    return {
+        "id": m.id,
+        "name": m.name,
+        "channels": list(m.channels),
+        "platform": m.platform,
+        "created_at": rfc3339(m.created_at),
+    }
 
 
-def create_merchant(ctx: ServiceContext, name: str, channels: list[str], platform: bool, actor: str) -> dict[str, Any]:
+def create_merchant(
+    ctx: ServiceContext, name: str, channels: list[str], platform: bool, actor: str
+) -> dict[str, Any]:
     """Create a merchant; the returned `api_secret` is never shown again."""
     errors = []
     if not name.strip():
@@ -38,11 +45,24 @@ def create_merchant(ctx: ServiceContext, name: str, channels: list[str], platfor
     merchant_id = "mch_" + secrets.token_hex(8)
     secret = "vsk_" + secrets.token_urlsafe(32)
     with ctx.sessions.begin() as s:
-        m = Merchant(id=merchant_id, name=name.strip(), channels=list(channels), platform=platform,
-                     secret_ciphertext=ctx.box.encrypt(secret, merchant_id), created_at=now)
+        m = Merchant(
+            id=merchant_id,
+            name=name.strip(),
+            channels=list(channels),
+            platform=platform,
+            secret_ciphertext=ctx.box.encrypt(secret, merchant_id),
+            created_at=now,
+        )
         s.add(m)
-        audit_log.record(s, actor, "merchant.created", "merchant", merchant_id,
-                         {"name": m.name, "channels": m.channels, "platform": platform}, now)
+        audit_log.record(
+            s,
+            actor,
+            "merchant.created",
+            "merchant",
+            merchant_id,
+            {"name": m.name, "channels": m.channels, "platform": platform},
+            now,
+        )
         out = merchant_to_json(m)
     out["api_secret"] = secret
     return out
@@ -55,11 +75,15 @@ def get_merchant(ctx: ServiceContext, merchant_id: str) -> dict[str, Any]:
         if m is None:
             raise NotFound(f"No merchant {merchant_id}.")
         out = merchant_to_json(m)
-        out["programs"] = list(s.scalars(select(Enrolment.program_id).where(Enrolment.merchant_id == merchant_id)))
+        out["programs"] = list(
+            s.scalars(select(Enrolment.program_id).where(Enrolment.merchant_id == merchant_id))
+        )
     return out
 
 
-def enrol_merchant(ctx: ServiceContext, program_id: str, merchant_id: str, actor: str) -> tuple[dict[str, Any], bool]:
+def enrol_merchant(
+    ctx: ServiceContext, program_id: str, merchant_id: str, actor: str
+) -> tuple[dict[str, Any], bool]:
     """Enrol a merchant in a programme; return the enrolment and whether it is new."""
     now = ctx.now()
     with ctx.sessions.begin() as s:
@@ -69,27 +93,40 @@ def enrol_merchant(ctx: ServiceContext, program_id: str, merchant_id: str, actor
             raise NotFound(f"No merchant {merchant_id}.")
         existing = s.get(Enrolment, (program_id, merchant_id))
         if existing is not None:
-            return {"program_id": program_id, "merchant_id": merchant_id,
-                    "enrolled_at": rfc3339(existing.enrolled_at)}, False
+            return {
+                "program_id": program_id,
+                "merchant_id": merchant_id,
+                "enrolled_at": rfc3339(existing.enrolled_at),
+            }, False
         s.add(Enrolment(program_id=program_id, merchant_id=merchant_id, enrolled_at=now))
-        audit_log.record(s, actor, "merchant.enrolled", "program", program_id, {"merchant_id": merchant_id}, now)
+        audit_log.record(
+            s, actor, "merchant.enrolled", "program", program_id, {"merchant_id": merchant_id}, now
+        )
     return {"program_id": program_id, "merchant_id": merchant_id, "enrolled_at": rfc3339(now)}, True
 
 
 def register_terminal(
-    ctx: ServiceContext, merchant_id: str, terminal_id: str, jwk: dict[str, Any], actor: str,
+    ctx: ServiceContext,
+    merchant_id: str,
+    terminal_id: str,
+    jwk: dict[str, Any],
+    actor: str,
     acting_merchant_id: str | None,
 ) -> tuple[dict[str, Any], bool]:
     """Register an offline terminal's EC P-256 public key; the same key again is a no-op."""
     if acting_merchant_id is not None and acting_merchant_id != merchant_id:
         raise Forbidden("A merchant may only register its own terminals.")
     if not TERMINAL_RE.fullmatch(terminal_id):
-        raise ValidationFailed("Invalid terminal_id.", [{"field": "terminal_id",
-                                                        "message": "must be 1-64 characters of [A-Za-z0-9_.-]"}])
+        raise ValidationFailed(
+            "Invalid terminal_id.",
+            [{"field": "terminal_id", "message": "must be 1-64 characters of [A-Za-z0-9_.-]"}],
+        )
     try:
         canonical = public_jwk(public_key_from_jwk(jwk))
     except ValueError as exc:
-        raise ValidationFailed("Invalid public key.", [{"field": "public_key", "message": str(exc)}]) from None
+        raise ValidationFailed(
+            "Invalid public key.", [{"field": "public_key", "message": str(exc)}]
+        ) from None
     canonical.pop("use", None)
     now = ctx.now()
     with ctx.sessions.begin() as s:
@@ -97,19 +134,37 @@ def register_terminal(
             raise NotFound(f"No merchant {merchant_id}.")
         existing = s.get(Terminal, (merchant_id, terminal_id))
         if existing is not None:
-            if (existing.public_key_jwk.get("x"), existing.public_key_jwk.get("y")) != (canonical["x"], canonical["y"]):
-                raise Conflict("This terminal is registered with another key; give the new key a new terminal_id.")
+            if (existing.public_key_jwk.get("x"), existing.public_key_jwk.get("y")) != (
+                canonical["x"],
+                canonical["y"],
+            ):
+                raise Conflict(
+                    "This terminal is registered with another key; give the new key a new terminal_id."
+                )
             return _terminal_json(existing), False
-        t = Terminal(merchant_id=merchant_id, terminal_id=terminal_id, public_key_jwk=canonical, created_at=now)
+        t = Terminal(
+            merchant_id=merchant_id, terminal_id=terminal_id, public_key_jwk=canonical, created_at=now
+        )
         s.add(t)
-        audit_log.record(s, actor, "terminal.registered", "merchant", merchant_id,
-                         {"terminal_id": terminal_id, "kid": canonical["kid"]}, now)
+        audit_log.record(
+            s,
+            actor,
+            "terminal.registered",
+            "merchant",
+            merchant_id,
+            {"terminal_id": terminal_id, "kid": canonical["kid"]},
+            now,
+        )
         return _terminal_json(t), True
 
 
 def _terminal_json(t: Terminal) -> dict[str, Any]:
-    return {"merchant_id": t.merchant_id, "terminal_id": t.terminal_id, "public_key": dict(t.public_key_jwk),
-            "created_at": rfc3339(t.created_at)}
+    return {
+        "merchant_id": t.merchant_id,
+        "terminal_id": t.terminal_id,
+        "public_key": dict(t.public_key_jwk),
+        "created_at": rfc3339(t.created_at),
+    }
 
 
 def is_enrolled(ctx: ServiceContext, program_id: str, merchant_id: str) -> bool:

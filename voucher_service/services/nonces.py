@@ -138,8 +138,13 @@ def _settle(ctx: ServiceContext, guard: NonceGuard, marker: str) -> Epoch:
                     row.epoch = max(row.epoch, current or 0) + 1
                     row.started_unix = start
                     row.not_before_unix = start + (margin if born is None else 0)
-                    log.warning("Redis lost its nonces (namespace %r): nonce epoch %d begins; requests "
-                                "signed before %d are refused", namespace, row.epoch, start)
+                    log.warning(
+                        "Redis lost its nonces (namespace %r): nonce epoch %d begins; requests "
+                        "signed before %d are refused",
+                        namespace,
+                        row.epoch,
+                        start,
+                    )
                 # else: a marker left behind by an interrupted marker write; raise it to the epoch.
                 ctx.store.raise_markers(all_markers(), row.epoch)
                 row.changed_at_ms = int(time.time() * 1000)
@@ -155,8 +160,15 @@ def _ensure_row(ctx: ServiceContext, namespace: str) -> None:
             return
     try:
         with ctx.sessions.begin() as s:
-            s.add(NonceEpoch(namespace=namespace, epoch=0, started_unix=0, not_before_unix=0,
-                             changed_at_ms=int(time.time() * 1000)))
+            s.add(
+                NonceEpoch(
+                    namespace=namespace,
+                    epoch=0,
+                    started_unix=0,
+                    not_before_unix=0,
+                    changed_at_ms=int(time.time() * 1000),
+                )
+            )
     except IntegrityError:
         pass  # another worker created it a moment ago
 

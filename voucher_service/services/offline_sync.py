@@ -319,7 +319,9 @@ def offline_rules(
             .limit(1)
         )
         if suspended is not None:
-            raise ProgramNotActive(f"The programme was suspended at {rfc3339(suspended)}, before this record.")
+            raise ProgramNotActive(
+                f"The programme was suspended at {rfc3339(suspended)}, before this record."
+            )
         terminal = s.get(Terminal, (merchant_id, terminal_id))
         assert terminal is not None
         since = terminal.last_refresh_at or terminal.created_at
@@ -348,7 +350,9 @@ def _offline_period_discount_fen(
     mine = (OfflineRecord.merchant_id == merchant_id, OfflineRecord.terminal_id == terminal_id)
     # The records stored by an upload received before `at` had all been made before it: a later record
     # belongs to a new offline period. Records are stored in seq order, so the period is a seq range.
-    synced_through = s.scalar(select(func.max(OfflineRecord.seq)).where(*mine, OfflineRecord.received_at < at))
+    synced_through = s.scalar(
+        select(func.max(OfflineRecord.seq)).where(*mine, OfflineRecord.received_at < at)
+    )
     total = s.scalar(
         select(func.coalesce(func.sum(OfflineRecord.discount_fen), 0)).where(
             *mine,

@@ -51,13 +51,31 @@ def create_program(ctx: ServiceContext, spec: ProgramSpec, actor: str) -> dict[s
         )
         s.flush()
         for position, t in enumerate(spec.tiers):
-            s.add(Tier(program_id=program_id, code=t.code, face_value_fen=t.face_value_fen,
-                       min_spend_fen=t.min_spend_fen, quantity=t.quantity, position=position))
+            s.add(
+                Tier(
+                    program_id=program_id,
+                    code=t.code,
+                    face_value_fen=t.face_value_fen,
+                    min_spend_fen=t.min_spend_fen,
+                    quantity=t.quantity,
+                    position=position,
+                )
+            )
         for county, target in spec.targets:
             s.add(ProgramTarget(program_id=program_id, county_code=county, target_fen=target))
-        audit_log.record(s, actor, "program.created", "program", program_id,
-                         {"name": spec.name, "budget_fen": spec.budget_fen,
-                          "tiers": [[t.code, t.face_value_fen, t.min_spend_fen, t.quantity] for t in spec.tiers]}, now)
+        audit_log.record(
+            s,
+            actor,
+            "program.created",
+            "program",
+            program_id,
+            {
+                "name": spec.name,
+                "budget_fen": spec.budget_fen,
+                "tiers": [[t.code, t.face_value_fen, t.min_spend_fen, t.quantity] for t in spec.tiers],
+            },
+            now,
+        )
     return get_program(ctx, program_id, with_stats=False)
 
 
@@ -70,14 +88,27 @@ def _mint_pool(s: Session, program: Program, tiers: list[Tier], now: dt.datetime
             s.execute(
                 insert(Voucher),
                 [
-                    {"id": str(uuid.uuid4()), "program_id": program.id, "tier_code": tier.code,
-                     "face_value_fen": tier.face_value_fen, "min_spend_fen": tier.min_spend_fen,
-                     "status": "available"}
+                    {
+                        "id": str(uuid.uuid4()),
+                        "program_id": program.id,
+                        "tier_code": tier.code,
+                        "face_value_fen": tier.face_value_fen,
+                        "min_spend_fen": tier.min_spend_fen,
+                        "status": "available",
+                    }
                     for _ in range(n)
                 ],
             )
-        ledger.move(s, program_id=program.id, kind="mint", from_bucket="unallocated", to_bucket="unclaimed",
-                    amount_fen=tier.face_value_fen * tier.quantity, at=now, ref=tier.code)
+        ledger.move(
+            s,
+            program_id=program.id,
+            kind="mint",
+            from_bucket="unallocated",
+            to_bucket="unclaimed",
+            amount_fen=tier.face_value_fen * tier.quantity,
+            at=now,
+            ref=tier.code,
+        )
 
 
 def activate_program(ctx: ServiceContext, program_id: str, actor: str) -> dict[str, Any]:
@@ -149,12 +180,22 @@ def sold_out_key(program_id: str, tier_code: str) -> str:
 def program_stats(s: Session, program_id: str, tiers: list[Tier]) -> dict[str, Any]:
     """Claimed and redeemed counts and fen, and what is left to claim per tier."""
     rows = s.execute(
-        select(Voucher.tier_code, Voucher.status, func.count(), func.coalesce(func.sum(Voucher.face_value_fen), 0))
+        select(
+            Voucher.tier_code,
+            Voucher.status,
+            func.count(),
+            func.coalesce(func.sum(Voucher.face_value_fen), 0),
+        )
         .where(Voucher.program_id == program_id)
         .group_by(Voucher.tier_code, Voucher.status)
     ).all()
-    stats: dict[str, Any] = {"claimed": 0, "redeemed": 0, "claimed_fen": 0, "redeemed_fen": 0,
-                             "remaining_by_tier": {t.code: 0 for t in tiers}}
+    stats: dict[str, Any] = {
+        "claimed": 0,
+        "redeemed": 0,
+        "claimed_fen": 0,
+        "redeemed_fen": 0,
+        "remaining_by_tier": {t.code: 0 for t in tiers},
+    }
     for tier_code, status, count, fen in rows:
         if status == "available":
             stats["remaining_by_tier"][tier_code] = int(count)
@@ -180,12 +221,21 @@ def program_to_json(program: Program, tiers: list[Tier], targets: list[ProgramTa
         "voucher_validity_days": program.voucher_validity_days,
         "per_person_limit": program.per_person_limit,
         "channels": list(program.channels),
-        "tiers": [{"code": t.code, "face_value_fen": t.face_value_fen, "min_spend_fen": t.min_spend_fen,
-                   "quantity": t.quantity} for t in tiers],
+        "tiers": [
+            {
+                "code": t.code,
+                "face_value_fen": t.face_value_fen,
+                "min_spend_fen": t.min_spend_fen,
+                "quantity": t.quantity,
+            }
+            for t in tiers
+        ],
         "eligibility": dict(program.eligibility),
         "targets": [{"county_code": t.county_code, "target_fen": t.target_fen} for t in targets],
-        "offline": {"max_offline_fen_per_terminal": program.max_offline_fen_per_terminal,
-                    "max_offline_hours": program.max_offline_hours},
+        "offline": {
+            "max_offline_fen_per_terminal": program.max_offline_fen_per_terminal,
+            "max_offline_hours": program.max_offline_hours,
+        },
         "created_at": rfc3339(program.created_at),
         "activated_at": rfc3339(program.activated_at),
     }
@@ -198,8 +248,13 @@ def get_program(ctx: ServiceContext, program_id: str, with_stats: bool = True) -
         if program is None:
             raise NotFound(f"No programme {program_id}.")
         tiers = list(s.scalars(select(Tier).where(Tier.program_id == program_id).order_by(Tier.position)))
-        targets = list(s.scalars(select(ProgramTarget).where(ProgramTarget.program_id == program_id)
-                                 .order_by(ProgramTarget.county_code)))
+        targets = list(
+            s.scalars(
+                select(ProgramTarget)
+                .where(ProgramTarget.program_id == program_id)
+                .order_by(ProgramTarget.county_code)
+            )
+        )
         out = program_to_json(program, tiers, targets)
         if with_stats:
             out["stats"] = program_stats(s, program_id, tiers)

@@ -118,7 +118,11 @@ def redeem_voucher(
 
 
 def record_offline_redemption(
-    ctx: ServiceContext, session: Session, merchant_id: str, terminal_id: str, payload: Mapping[str, Any],
+    ctx: ServiceContext,
+    session: Session,
+    merchant_id: str,
+    terminal_id: str,
+    payload: Mapping[str, Any],
     offline_rules: Callable[[Session, str, dt.datetime, int], None] | None = None,
 ) -> tuple[str, str | None, str | None]:
     """Record a redemption an offline till made, in the caller's transaction: (status, code, redemption_id).
@@ -131,8 +135,10 @@ def record_offline_redemption(
     try:
         req, at, voucher_id = _offline_request(payload, terminal_id)
         if at > ctx.now() + dt.timedelta(seconds=ctx.settings.signature_window_s):
-            raise ValidationFailed("redeemed_at is in the future.",
-                                   [{"field": "redeemed_at", "message": "is later than the server's clock"}])
+            raise ValidationFailed(
+                "redeemed_at is in the future.",
+                [{"field": "redeemed_at", "message": "is later than the server's clock"}],
+            )
         claims = verify_voucher_token(ctx, req.token)
         if claims.voucher_id != voucher_id:
             raise TokenInvalid("The record's voucher_id is not the token's voucher.")
@@ -165,7 +171,12 @@ def _receipt(
 
 
 def _assess(
-    s: Session, merchant_id: str, req: RedemptionRequest, claims: VoucherClaims, at: dt.datetime, *,
+    s: Session,
+    merchant_id: str,
+    req: RedemptionRequest,
+    claims: VoucherClaims,
+    at: dt.datetime,
+    *,
     offline: bool,
 ) -> _Assessment:
     """Check (after the token) voucher, enrolment, channel, programme and voucher state in the contract's
@@ -185,16 +196,25 @@ def _assess(
     _check_voucher(voucher, claims, at, offline)
     by_gtin, by_sku = _registry_snapshot(s, merchant_id, req.items, gtins, products)
     scope = EligibilityScope.from_program(program.eligibility)
-    verdict = judge_basket(req.items, by_gtin, by_sku, scope, local_date(at, program.timezone),
-                           face_value_fen=voucher.face_value_fen, min_spend_fen=voucher.min_spend_fen)
+    verdict = judge_basket(
+        req.items,
+        by_gtin,
+        by_sku,
+        scope,
+        local_date(at, program.timezone),
+        face_value_fen=voucher.face_value_fen,
+        min_spend_fen=voucher.min_spend_fen,
+    )
     lines = [v.to_json() for v in verdict.lines]
     if not verdict.has_eligible_line:
         raise NoEligibleItems("No line is a certified product within the programme's scope.", lines=lines)
     if not verdict.threshold_met:
         raise ThresholdNotMet(
             f"The eligible total {verdict.eligible_total_fen} fen is below the minimum spend of "
-            f"{verdict.min_spend_fen} fen.", lines,
-            eligible_total_fen=verdict.eligible_total_fen, min_spend_fen=verdict.min_spend_fen,
+            f"{verdict.min_spend_fen} fen.",
+            lines,
+            eligible_total_fen=verdict.eligible_total_fen,
+            min_spend_fen=verdict.min_spend_fen,
         )
     return _Assessment(claims, voucher, program, verdict, at)
 
@@ -239,12 +259,21 @@ def _check_voucher(voucher: VoucherFacts, claims: VoucherClaims, at: dt.datetime
 
 
 def _snapshot(row: Any) -> ProductSnapshot:
-    return ProductSnapshot(row.certification_no, row.certification_type, row.county_code, row.valid_from,
-                           row.valid_to, row.status)
+    return ProductSnapshot(
+        row.certification_no,
+        row.certification_type,
+        row.county_code,
+        row.valid_from,
+        row.valid_to,
+        row.status,
+    )
 
 
 def _registry_snapshot(
-    s: Session, merchant_id: str, items: Iterable[BasketLine], gtins: Sequence[str],
+    s: Session,
+    merchant_id: str,
+    items: Iterable[BasketLine],
+    gtins: Sequence[str],
     prefetched: Mapping[str, Any] | None,
 ) -> tuple[dict[str, ProductSnapshot], dict[str, ProductSnapshot]]:
     """The products the basket's GTINs (unless already read with the voucher) and, for lines a GTIN does
@@ -256,14 +285,24 @@ def _registry_snapshot(
         found = registry.product_snapshots_by_gtin(s, gtins) if gtins else {}
     by_gtin = {g: _snapshot(p) for g, p in found.items()}
     # Only lines whose GTIN is absent, or valid but unknown, fall back to the SKU mapping.
-    skus = {i.sku for i in items if i.sku is not None
-            and (i.gtin is None or (gtin14(i.gtin) is not None and gtin14(i.gtin) not in by_gtin))}
+    skus = {
+        i.sku
+        for i in items
+        if i.sku is not None
+        and (i.gtin is None or (gtin14(i.gtin) is not None and gtin14(i.gtin) not in by_gtin))
+    }
     by_sku: dict[str, ProductSnapshot] = {}
     if skus:
         certification_of = registry.approved_sku_map(s, merchant_id, sorted(skus))
         if certification_of:
-            products = {p.certification_no: _snapshot(p) for p in s.scalars(
-                select(CertifiedProduct).where(CertifiedProduct.certification_no.in_(sorted(set(certification_of.values())))))}
+            products = {
+                p.certification_no: _snapshot(p)
+                for p in s.scalars(
+                    select(CertifiedProduct).where(
+                        CertifiedProduct.certification_no.in_(sorted(set(certification_of.values())))
+                    )
+                )
+            }
             by_sku = {sku: products[no] for sku, no in certification_of.items() if no in products}
     return by_gtin, by_sku
 
@@ -276,18 +315,38 @@ def _rows(
 ) -> tuple[Redemption, list[RedemptionLine]]:
     v = a.verdict
     r = Redemption(
-        id=redemption_id, voucher_id=a.voucher.id, program_id=a.program.id, merchant_id=merchant_id,
-        order_id=req.order_id, channel=req.channel, terminal_id=req.terminal_id,
-        order_total_fen=v.order_total_fen, eligible_total_fen=v.eligible_total_fen,
-        discount_fen=v.discount_fen, clawed_back_fen=0, status="active", redeemed_at=a.at, receipt=receipt,
+        id=redemption_id,
+        voucher_id=a.voucher.id,
+        program_id=a.program.id,
+        merchant_id=merchant_id,
+        order_id=req.order_id,
+        channel=req.channel,
+        terminal_id=req.terminal_id,
+        order_total_fen=v.order_total_fen,
+        eligible_total_fen=v.eligible_total_fen,
+        discount_fen=v.discount_fen,
+        clawed_back_fen=0,
+        status="active",
+        redeemed_at=a.at,
+        receipt=receipt,
         source=source,
     )
     lines = [
         RedemptionLine(
-            redemption_id=redemption_id, index=lv.index, gtin=item.gtin, sku=item.sku, name=item.name,
-            quantity=item.quantity, unit_price_fen=item.unit_price_fen, line_total_fen=lv.line_total_fen,
-            eligible=lv.eligible, reason=lv.reason, certification_no=lv.certification_no,
-            county_code=lv.county_code, discount_share_fen=lv.discount_share_fen, returned_quantity=0,
+            redemption_id=redemption_id,
+            index=lv.index,
+            gtin=item.gtin,
+            sku=item.sku,
+            name=item.name,
+            quantity=item.quantity,
+            unit_price_fen=item.unit_price_fen,
+            line_total_fen=lv.line_total_fen,
+            eligible=lv.eligible,
+            reason=lv.reason,
+            certification_no=lv.certification_no,
+            county_code=lv.county_code,
+            discount_share_fen=lv.discount_share_fen,
+            returned_quantity=0,
         )
         for lv, item in zip(v.lines, req.items, strict=True)
     ]
@@ -295,8 +354,16 @@ def _rows(
 
 
 def _record(
-    ctx: ServiceContext, s: Session, merchant_id: str, req: RedemptionRequest, a: _Assessment,
-    redemption_id: str, receipt: str, *, source: str, claim: IdempotencyClaim | None,
+    ctx: ServiceContext,
+    s: Session,
+    merchant_id: str,
+    req: RedemptionRequest,
+    a: _Assessment,
+    redemption_id: str,
+    receipt: str,
+    *,
+    source: str,
+    claim: IdempotencyClaim | None,
 ) -> Outcome:
     """Take the voucher and write everything of the redemption in the session's transaction."""
     now = ctx.now()
@@ -304,11 +371,19 @@ def _record(
     payload = redemption_json(r, lines)
     body = encode_json(payload)
     allowed = ("issued", "expired") if source == "offline" else ("issued",)
-    facts = {"voucher_id": a.voucher.id, "order_id": req.order_id, "discount_fen": a.verdict.discount_fen,
-             "channel": req.channel, "terminal_id": req.terminal_id, "source": source}
+    facts = {
+        "voucher_id": a.voucher.id,
+        "order_id": req.order_id,
+        "discount_fen": a.verdict.discount_fen,
+        "channel": req.channel,
+        "terminal_id": req.terminal_id,
+        "source": source,
+    }
     actor = f"merchant:{merchant_id}"
     if is_postgres(s):
-        _write_in_one_statement(s, RedemptionWrite(r, lines, allowed, now, actor, facts, _completion(claim, body)))
+        _write_in_one_statement(
+            s, RedemptionWrite(r, lines, allowed, now, actor, facts, _completion(claim, body))
+        )
         return Outcome(201, payload, body)
     if claim is not None:
         idempotency.complete(s, claim, 201, body)  # first: a lost lease stops us before any effect
@@ -320,9 +395,17 @@ def _record(
     s.execute(insert(RedemptionLine), [_column_values(x) for x in lines])
     event = {"program_id": a.program.id, "voucher_id": a.voucher.id, "kind": "redeemed", "created_at": now}
     s.execute(insert(RevocationEvent).values(**event))
-    ledger.move(s, program_id=a.program.id, kind="redeem", from_bucket=BUCKET_OF_STATUS[from_status],
-                to_bucket="redeemed", amount_fen=a.verdict.discount_fen, at=now, voucher_id=a.voucher.id,
-                ref=redemption_id)
+    ledger.move(
+        s,
+        program_id=a.program.id,
+        kind="redeem",
+        from_bucket=BUCKET_OF_STATUS[from_status],
+        to_bucket="redeemed",
+        amount_fen=a.verdict.discount_fen,
+        at=now,
+        voucher_id=a.voucher.id,
+        ref=redemption_id,
+    )
     audit_log.record(s, actor, "redemption.created", "redemption", redemption_id, facts, now)
     return Outcome(201, payload, body)
 
@@ -361,8 +444,12 @@ def _take_voucher(
         result = s.execute(
             update(Voucher)
             # A recycled voucher's value is back in its tier's pool: taking it again would spend it twice.
-            .where(Voucher.id == voucher_id, Voucher.status == status, Voucher.expires_at > at,
-                   Voucher.recycled_at.is_(None))
+            .where(
+                Voucher.id == voucher_id,
+                Voucher.status == status,
+                Voucher.expires_at > at,
+                Voucher.recycled_at.is_(None),
+            )
             .values(status="redeemed", status_changed_at=now)
             .execution_options(synchronize_session=False)
         )
@@ -375,7 +462,8 @@ def _take_voucher(
 def _refusal(s: Session, voucher_id: str) -> NoReturn:
     """Raise why the voucher could not be taken, as it stands now (a fresh read, after our UPDATE)."""
     current, recycled_at = s.execute(
-        select(Voucher.status, Voucher.recycled_at).where(Voucher.id == voucher_id)).one()
+        select(Voucher.status, Voucher.recycled_at).where(Voucher.id == voucher_id)
+    ).one()
     if current == "redeemed":
         raise VoucherAlreadyRedeemed("The voucher was already redeemed.")
     if recycled_at is not None:

@@ -327,8 +327,15 @@ PG_SNAPSHOTS_BY_GTIN = text("""
 SELECT g.gtin, p.certification_no, p.certification_type, p.county_code, p.valid_from, p.valid_to, p.status
 FROM product_gtins g JOIN certified_products p ON p.certification_no = g.certification_no
 WHERE g.gtin = ANY(CAST(:gtins AS varchar[]))
-""").columns(gtin=String, certification_no=String, certification_type=String, county_code=String,
-             valid_from=Date, valid_to=Date, status=String)
+""").columns(
+    gtin=String,
+    certification_no=String,
+    certification_type=String,
+    county_code=String,
+    valid_from=Date,
+    valid_to=Date,
+    status=String,
+)
 
 
 def product_snapshots_by_gtin(session: Session, gtins14: Sequence[str]) -> dict[str, Any]:
@@ -339,8 +346,12 @@ def product_snapshots_by_gtin(session: Session, gtins14: Sequence[str]) -> dict[
         return dict(products_by_gtin(session, wanted))
     found: dict[str, Any] = {}
     for chunk in _chunks(wanted):
-        found.update({row.gtin: row for row in session.connection().execute(PG_SNAPSHOTS_BY_GTIN,
-                                                                             {"gtins": list(chunk)})})
+        found.update(
+            {
+                row.gtin: row
+                for row in session.connection().execute(PG_SNAPSHOTS_BY_GTIN, {"gtins": list(chunk)})
+            }
+        )
     return found
 
 

@@ -28,8 +28,9 @@ def where_to_spend(ctx: ServiceContext, program_id: str) -> dict[str, Any]:
             .order_by(Merchant.name)
             .limit(MAX_LISTED_MERCHANTS)
         ).all()
-    merchants = [{"id": r.id, "name": r.name, "channels": list(r.channels), "platform": bool(r.platform)}
-                 for r in rows]
+    merchants = [
+        {"id": r.id, "name": r.name, "channels": list(r.channels), "platform": bool(r.platform)} for r in rows
+    ]
     merchants.sort(key=lambda m: ("offline" not in m["channels"], m["name"]))
     return {
         "certification_types": list(eligibility.get("certification_types") or []),

@@ -46,8 +46,9 @@ PASSWORD_MIN = 10
 PASSWORD_MAX = 256
 # Longer input is refused before any normalisation or hashing.
 INPUT_MAX = 256
-HASHER = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=4, hash_len=32, salt_len=16,
-                        type=Type.ID)
+HASHER = PasswordHasher(
+    time_cost=3, memory_cost=64 * 1024, parallelism=4, hash_len=32, salt_len=16, type=Type.ID
+)
 LOGIN_REFUSED = "Wrong username or password."
 
 _dummy_lock = threading.Lock()
@@ -79,8 +80,12 @@ def _username_errors(raw: str) -> tuple[str, list[dict[str, str]]]:
         return "", [{"field": "username", "message": "must be 3-64 characters of a-z, 0-9, '.', '_', '-'"}]
     name = normalise_username(raw)
     if not USERNAME_RE.fullmatch(name):
-        return name, [{"field": "username",
-                       "message": "must be 3-64 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit"}]
+        return name, [
+            {
+                "field": "username",
+                "message": "must be 3-64 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit",
+            }
+        ]
     return name, []
 
 
@@ -89,7 +94,9 @@ def _password_errors(raw: str) -> tuple[str, list[dict[str, str]]]:
         return "", [{"field": "password", "message": f"must be at most {PASSWORD_MAX} characters"}]
     password = unicodedata.normalize("NFKC", raw)
     if any(unicodedata.category(ch) == "Cc" for ch in password):
-        return "", [{"field": "password", "message": "must not contain control characters (NUL, tab, newline...)"}]
+        return "", [
+            {"field": "password", "message": "must not contain control characters (NUL, tab, newline...)"}
+        ]
     if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
         return "", [{"field": "password", "message": f"must be {PASSWORD_MIN}-{PASSWORD_MAX} characters"}]
     return password, []
@@ -102,9 +109,14 @@ def generate_password() -> str:
 
 def staff_to_json(row: StaffAccount) -> dict[str, Any]:
     """A staff account as the API shows it (never with its hash)."""
-    return {"id": row.id, "merchant_id": row.merchant_id, "username": row.username,
-            "created_at": rfc3339(row.created_at), "disabled": row.disabled_at is not None,
-            "disabled_at": rfc3339(row.disabled_at) if row.disabled_at else None}
+    return {
+        "id": row.id,
+        "merchant_id": row.merchant_id,
+        "username": row.username,
+        "created_at": rfc3339(row.created_at),
+        "disabled": row.disabled_at is not None,
+        "disabled_at": rfc3339(row.disabled_at) if row.disabled_at else None,
+    }
 
 
 def _own_merchant(merchant_id: str, acting_merchant_id: str | None) -> None:
@@ -113,7 +125,11 @@ def _own_merchant(merchant_id: str, acting_merchant_id: str | None) -> None:
 
 
 def create_staff(
-    ctx: ServiceContext, merchant_id: str, username: str, password: str, actor: str,
+    ctx: ServiceContext,
+    merchant_id: str,
+    username: str,
+    password: str,
+    actor: str,
     acting_merchant_id: str | None = None,
 ) -> dict[str, Any]:
     """Create a staff account of a merchant; the password is only ever stored as an argon2id hash."""
@@ -132,25 +148,42 @@ def create_staff(
     now = ctx.now()
     try:
         with ctx.sessions.begin() as s:
-            row = StaffAccount(id="stf_" + secrets.token_hex(8), merchant_id=merchant_id, username=name,
-                               password_hash=hashed, created_at=now)
+            row = StaffAccount(
+                id="stf_" + secrets.token_hex(8),
+                merchant_id=merchant_id,
+                username=name,
+                password_hash=hashed,
+                created_at=now,
+            )
             s.add(row)
             s.flush()
-            audit_log.record(s, actor, "staff.created", "staff", row.id,
-                             {"merchant_id": merchant_id, "username": name}, now)
+            audit_log.record(
+                s,
+                actor,
+                "staff.created",
+                "staff",
+                row.id,
+                {"merchant_id": merchant_id, "username": name},
+                now,
+            )
             return staff_to_json(row)
     except IntegrityError:
         raise Conflict(f"The username {name} is taken.") from None
 
 
-def list_staff(ctx: ServiceContext, merchant_id: str, acting_merchant_id: str | None = None) -> list[dict[str, Any]]:
+def list_staff(
+    ctx: ServiceContext, merchant_id: str, acting_merchant_id: str | None = None
+) -> list[dict[str, Any]]:
     """A merchant's staff accounts, oldest first."""
     _own_merchant(merchant_id, acting_merchant_id)
     with ctx.sessions() as s:
         if s.get(Merchant, merchant_id) is None:
             raise NotFound(f"No merchant {merchant_id}.")
-        rows = s.scalars(select(StaffAccount).where(StaffAccount.merchant_id == merchant_id)
-                         .order_by(StaffAccount.created_at, StaffAccount.id))
+        rows = s.scalars(
+            select(StaffAccount)
+            .where(StaffAccount.merchant_id == merchant_id)
+            .order_by(StaffAccount.created_at, StaffAccount.id)
+        )
         return [staff_to_json(r) for r in rows]
 
 
@@ -192,9 +225,12 @@ def _limit_key(kind: str, value: str) -> str:
 def authenticate(ctx: ServiceContext, username: str, password: str, *, client: str) -> StaffIdentity:
     """Check a staff login; raise Unauthorized (the same for unknown users), RateLimited or ValidationFailed."""
     if len(username) > INPUT_MAX or len(password) > INPUT_MAX or "\x00" in username or "\x00" in password:
-        raise ValidationFailed("The login is not valid.", [{"field": "username", "message": "too long or NUL"}]
-                               if len(username) > INPUT_MAX or "\x00" in username
-                               else [{"field": "password", "message": "too long or NUL"}])
+        raise ValidationFailed(
+            "The login is not valid.",
+            [{"field": "username", "message": "too long or NUL"}]
+            if len(username) > INPUT_MAX or "\x00" in username
+            else [{"field": "password", "message": "too long or NUL"}],
+        )
     window = ctx.settings.staff_login_window_s
     hits, reset = ctx.store.hit(_limit_key("client", client), window)
     if hits > ctx.settings.staff_login_attempts_per_client:
@@ -206,7 +242,11 @@ def authenticate(ctx: ServiceContext, username: str, password: str, *, client: s
     if ctx.store.incr(tries_key, window) > ctx.settings.staff_login_attempts:
         raise RateLimited(window, f"Too many attempts for this username; retry after {window} s.")
     with ctx.sessions() as s:
-        row = s.scalar(select(StaffAccount).where(StaffAccount.username == name)) if USERNAME_RE.fullmatch(name) else None
+        row = (
+            s.scalar(select(StaffAccount).where(StaffAccount.username == name))
+            if USERNAME_RE.fullmatch(name)
+            else None
+        )
         merchant = s.get(Merchant, row.merchant_id) if row is not None else None
         known = row is not None and row.disabled_at is None and merchant is not None
         stored = row.password_hash if known and row is not None else _dummy()
@@ -214,8 +254,15 @@ def authenticate(ctx: ServiceContext, username: str, password: str, *, client: s
     now = ctx.now()
     if not ok or row is None or merchant is None:
         with ctx.sessions.begin() as s:
-            audit_log.record(s, f"login:{client}"[:100], "staff.login_failed", "staff",
-                             row.id if row is not None else "unknown", {"username": name[:64]}, now)
+            audit_log.record(
+                s,
+                f"login:{client}"[:100],
+                "staff.login_failed",
+                "staff",
+                row.id if row is not None else "unknown",
+                {"username": name[:64]},
+                now,
+            )
         raise Unauthorized(LOGIN_REFUSED)
     ctx.store.delete(tries_key)
     identity = StaffIdentity(row.id, row.merchant_id, merchant.name, row.username)
@@ -224,8 +271,9 @@ def authenticate(ctx: ServiceContext, username: str, password: str, *, client: s
             fresh = s.get(StaffAccount, row.id)
             if fresh is not None:
                 fresh.password_hash = HASHER.hash(secret)
-        audit_log.record(s, identity.actor, "staff.login_succeeded", "staff", row.id,
-                         {"merchant_id": row.merchant_id}, now)
+        audit_log.record(
+            s, identity.actor, "staff.login_succeeded", "staff", row.id, {"merchant_id": row.merchant_id}, now
+        )
     return identity
 
 
@@ -245,5 +293,12 @@ def record_logout(ctx: ServiceContext, identity: StaffIdentity) -> None:
     """Note a staff member's logout in the audit log."""
     now = ctx.now()
     with ctx.sessions.begin() as s:
-        audit_log.record(s, identity.actor, "staff.logged_out", "staff", identity.staff_id,
-                         {"merchant_id": identity.merchant_id}, now)
+        audit_log.record(
+            s,
+            identity.actor,
+            "staff.logged_out",
+            "staff",
+            identity.staff_id,
+            {"merchant_id": identity.merchant_id},
+            now,
+        )

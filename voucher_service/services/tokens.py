@@ -11,14 +11,27 @@ from voucher_service.services.context import ServiceContext
 
 
 def sign_voucher(
-    ctx: ServiceContext, *, voucher_id: str, program_id: str, tier: str, face_value_fen: int, min_spend_fen: int,
-    issued_at: dt.datetime, valid_from: dt.datetime, expires_at: dt.datetime,
+    ctx: ServiceContext,
+    *,
+    voucher_id: str,
+    program_id: str,
+    tier: str,
+    face_value_fen: int,
+    min_spend_fen: int,
+    issued_at: dt.datetime,
+    valid_from: dt.datetime,
+    expires_at: dt.datetime,
 ) -> tuple[str, str]:
     """Sign a voucher with the active key; return (VC1 token, kid)."""
     key = ctx.keys.active()
     claims = VoucherClaims(
-        voucher_id=voucher_id, program_id=program_id, tier=tier, face_value_fen=face_value_fen,
-        min_spend_fen=min_spend_fen, iat=int(issued_at.timestamp()), nbf=int(valid_from.timestamp()),
+        voucher_id=voucher_id,
+        program_id=program_id,
+        tier=tier,
+        face_value_fen=face_value_fen,
+        min_spend_fen=min_spend_fen,
+        iat=int(issued_at.timestamp()),
+        nbf=int(valid_from.timestamp()),
         exp=int(expires_at.timestamp()),
     )
     assert key.private_key is not None

@@ -59,11 +59,16 @@ def voucher_status(ctx: ServiceContext, voucher_id: str) -> dict[str, Any] | Non
 def _read(ctx: ServiceContext, voucher_id: str) -> dict[str, Any]:
     with ctx.sessions() as s:
         row = s.execute(
-            select(Voucher.holder_hash, Voucher.status, Voucher.status_changed_at, Voucher.expires_at)
-            .where(Voucher.id == voucher_id)
+            select(Voucher.holder_hash, Voucher.status, Voucher.status_changed_at, Voucher.expires_at).where(
+                Voucher.id == voucher_id
+            )
         ).first()
     if row is None or row.holder_hash is None:
         return {}
     expires: dt.datetime | None = row.expires_at
-    return {"holder_hash": row.holder_hash, "status": row.status,
-            "changed_at": rfc3339(row.status_changed_at), "expires_at": rfc3339(expires)}
+    return {
+        "holder_hash": row.holder_hash,
+        "status": row.status,
+        "changed_at": rfc3339(row.status_changed_at),
+        "expires_at": rfc3339(expires),
+    }

@@ -40,8 +40,11 @@ def register_web(app: Flask) -> None:
     app.template_folder = str(WEB_DIR / "templates")
     settings = app.extensions["voucher"].settings
     app.secret_key = app.secret_key or settings.secret_key  # flash messages (signed cookie)
-    app.config.update(SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_HTTPONLY=True,
-                      SESSION_COOKIE_SECURE=settings.env == "production")
+    app.config.update(
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=settings.env == "production",
+    )
     app.config.setdefault("SEND_FILE_MAX_AGE_DEFAULT", STATIC_MAX_AGE_S)
     i18n.install(app)
     app.jinja_env.globals["csrf_token"] = security.csrf_token

@@ -85,7 +85,9 @@ def checkout_error(code: str) -> str:
         "voucher_not_yet_valid": _("This voucher is not valid yet."),
         "no_eligible_items": _("No line of the basket is an eligible certified product."),
         "threshold_not_met": _("The eligible total is below the voucher's minimum spend."),
-        "idempotency_key_reused": _("This checkout was already used for another basket. Start a new checkout."),
+        "idempotency_key_reused": _(
+            "This checkout was already used for another basket. Start a new checkout."
+        ),
         "idempotency_in_progress": _("The redemption is still being processed. Wait a moment and reload."),
         "invalid_state": _("Everything of this redemption was already returned."),
         "forbidden": _("This redemption belongs to another shop."),
@@ -148,8 +150,10 @@ def login_post() -> Any:
         # A wrong password re-shows the form (200: a browser logs any 4xx page as a console error);
         # a rate limit keeps its 429 and Retry-After.
         status = 200 if exc.code == "unauthorized" else exc.status
-        resp = Response(render_template("checkout/login.html", error=message, username=username[:64], next=nxt),
-                        status=status)
+        resp = Response(
+            render_template("checkout/login.html", error=message, username=username[:64], next=nxt),
+            status=status,
+        )
         if exc.code == "rate_limited":
             resp.headers["Retry-After"] = str(getattr(exc, "retry_after", 60))
         return resp
@@ -237,7 +241,9 @@ def basket() -> Any:
     typed = parse_typed_basket(raw)
     preview, code, lines = None, None, None
     if typed.token and typed.valid:
-        req, _body = redemption_body(typed, order_id_for(current_checkout_key()), _channel(_cashier().merchant_id))
+        req, _body = redemption_body(
+            typed, order_id_for(current_checkout_key()), _channel(_cashier().merchant_id)
+        )
         try:
             preview = redemption.preview_redemption(_ctx(), _cashier().merchant_id, req)
             lines = preview["lines"]
@@ -245,9 +251,18 @@ def basket() -> Any:
             code = exc.code
             lines = exc.extra.get("lines")
     names = registry_queries.product_names(_ctx(), [line.gtin for line in typed.lines if line.gtin])
-    html = render_template("checkout/_basket.html", basket=typed, preview=preview, code=code, names=names,
-                           verdicts={v["index"]: v for v in lines or []}, error_text=checkout_error)
-    return Response(json.dumps({"html": html, "redeemable": preview is not None}), mimetype="application/json")
+    html = render_template(
+        "checkout/_basket.html",
+        basket=typed,
+        preview=preview,
+        code=code,
+        names=names,
+        verdicts={v["index"]: v for v in lines or []},
+        error_text=checkout_error,
+    )
+    return Response(
+        json.dumps({"html": html, "redeemable": preview is not None}), mimetype="application/json"
+    )
 
 
 def _redeem_once(key: str, typed: TypedBasket) -> StoredResponse:
@@ -258,8 +273,13 @@ def _redeem_once(key: str, typed: TypedBasket) -> StoredResponse:
     while True:
         try:
             return idempotency.run_once(
-                ctx, cashier.merchant_id, key, REDEEM_ROUTE, body,
-                lambda claim: redemption.redeem_voucher(ctx, cashier.merchant_id, req, claim), problem_bytes,
+                ctx,
+                cashier.merchant_id,
+                key,
+                REDEEM_ROUTE,
+                body,
+                lambda claim: redemption.redeem_voucher(ctx, cashier.merchant_id, req, claim),
+                problem_bytes,
             )
         except IdempotencyInProgress:
             if time.monotonic() > deadline:
@@ -311,8 +331,14 @@ def receipt(redemption_id: str) -> Any:
     msg = request.args.get("msg", "")
     notice = checkout_error(msg) if re.fullmatch(r"[a-z_]{1,40}", msg) else None
     names = registry_queries.product_names(_ctx(), [line["gtin"] for line in r["lines"] if line["gtin"]])
-    return render_template("checkout/receipt.html", r=r, notice=notice, notice_ok=msg == "returned", names=names,
-                           return_key="rev-" + secrets.token_urlsafe(24))
+    return render_template(
+        "checkout/receipt.html",
+        r=r,
+        notice=notice,
+        notice_ok=msg == "returned",
+        names=names,
+        return_key="rev-" + secrets.token_urlsafe(24),
+    )
 
 
 @bp.get("/receipts/<redemption_id>/receipt.svg")
@@ -337,17 +363,25 @@ def take_return(redemption_id: str) -> Any:
         for line in r["lines"]:
             text = request.form.get(f"qty-{line['index']}", "0").strip() or "0"
             if not (text.isascii() and text.isdigit()) or int(text) > line["quantity"]:
-                return redirect(url_for("checkout.receipt", redemption_id=redemption_id, msg="validation_error"))
+                return redirect(
+                    url_for("checkout.receipt", redemption_id=redemption_id, msg="validation_error")
+                )
             if int(text):
                 returned.append(ReturnedLine(line["index"], int(text)))
         if not returned:
             return redirect(url_for("checkout.receipt", redemption_id=redemption_id, msg="nothing_returned"))
-    payload = {} if returned is None else {"lines": [{"index": x.index, "quantity": x.quantity} for x in returned]}
+    payload = (
+        {} if returned is None else {"lines": [{"index": x.index, "quantity": x.quantity} for x in returned]}
+    )
     ctx, merchant_id = _ctx(), _cashier().merchant_id
     answer = idempotency.run_once(
-        ctx, merchant_id, key, f"POST /checkout/receipts/{redemption_id}/returns",
+        ctx,
+        merchant_id,
+        key,
+        f"POST /checkout/receipts/{redemption_id}/returns",
         json.dumps(payload, separators=(",", ":")).encode(),
-        lambda claim: reversals.reverse_redemption(ctx, merchant_id, redemption_id, returned, claim), problem_bytes,
+        lambda claim: reversals.reverse_redemption(ctx, merchant_id, redemption_id, returned, claim),
+        problem_bytes,
     )
     msg = "returned" if answer.status == 201 else str(json.loads(answer.body).get("code"))
     return redirect(url_for("checkout.receipt", redemption_id=redemption_id, msg=msg), code=303)

@@ -77,15 +77,19 @@ def parse_gtin(text: str) -> str | None:
 def parse_typed_basket(raw: Any) -> TypedBasket:
     """Parse {"token", "lines": [{"gtin", "quantity", "price"}]}; bad lines carry their errors."""
     if not isinstance(raw, dict):
-        raise ValidationFailed("The basket is not valid.", [{"field": "basket", "message": "must be an object"}])
+        raise ValidationFailed(
+            "The basket is not valid.", [{"field": "basket", "message": "must be an object"}]
+        )
     token = raw.get("token")
     token = token.strip() if isinstance(token, str) else ""
     if len(token) > MAX_TOKEN or "\x00" in token:
         raise ValidationFailed("The voucher is not valid.", [{"field": "token", "message": "too long"}])
     typed = raw.get("lines")
     if not isinstance(typed, list) or len(typed) > MAX_LINES:
-        raise ValidationFailed("The basket is not valid.",
-                               [{"field": "lines", "message": f"must be a list of at most {MAX_LINES} lines"}])
+        raise ValidationFailed(
+            "The basket is not valid.",
+            [{"field": "lines", "message": f"must be a list of at most {MAX_LINES} lines"}],
+        )
     lines = []
     for i, item in enumerate(typed):
         item = item if isinstance(item, dict) else {}
@@ -110,7 +114,9 @@ def basket_from_json(text: str) -> TypedBasket:
     try:
         raw = json.loads(text)
     except (ValueError, RecursionError):
-        raise ValidationFailed("The basket is not valid.", [{"field": "basket", "message": "invalid JSON"}]) from None
+        raise ValidationFailed(
+            "The basket is not valid.", [{"field": "basket", "message": "invalid JSON"}]
+        ) from None
     return parse_typed_basket(raw)
 
 
@@ -121,11 +127,15 @@ def redemption_body(basket: TypedBasket, order_id: str, channel: str) -> tuple[R
         "order_id": order_id,
         "channel": channel,
         "terminal_id": None,
-        "items": [{"gtin": line.gtin, "quantity": line.quantity, "unit_price_fen": line.unit_price_fen}
-                  for line in basket.lines],
+        "items": [
+            {"gtin": line.gtin, "quantity": line.quantity, "unit_price_fen": line.unit_price_fen}
+            for line in basket.lines
+        ],
     }
     try:
         body = RedemptionIn.model_validate(payload)
     except ValidationError:
-        raise ValidationFailed("The basket is not valid.", [{"field": "basket", "message": "invalid"}]) from None
+        raise ValidationFailed(
+            "The basket is not valid.", [{"field": "basket", "message": "invalid"}]
+        ) from None
     return body.to_request(), json_bytes(payload)

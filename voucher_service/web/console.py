@@ -104,8 +104,11 @@ def console_label(kind: str, value: str) -> str:
 
 
 def _message(exc: VoucherServiceError) -> str:
-    details = "; ".join(f"{e.get('line') and _('line') + ' ' + str(e['line']) + ': ' or ''}{e.get('field', '')}: "
-                        f"{e.get('message', '')}" for e in (exc.extra.get("errors") or [])[:10])
+    details = "; ".join(
+        f"{e.get('line') and _('line') + ' ' + str(e['line']) + ': ' or ''}{e.get('field', '')}: "
+        f"{e.get('message', '')}"
+        for e in (exc.extra.get("errors") or [])[:10]
+    )
     base = error_text(exc.code) if exc.code in ("validation_error", "not_found", "forbidden") else exc.detail
     return f"{base} {details}".strip()
 
@@ -129,7 +132,9 @@ def login_post() -> Any:
     nxt = request.form.get("next", "")
     name = admin_name_for(_ctx(), token) if 0 < len(token) <= 200 and token.isascii() else None
     if name is None:
-        resp = Response(render_template("console/login.html", error=_("That admin token is not valid."), next=nxt))
+        resp = Response(
+            render_template("console/login.html", error=_("That admin token is not valid."), next=nxt)
+        )
         resp.status_code = 401
         return resp
     security.login_user("admin", name)
@@ -151,8 +156,9 @@ def logout() -> Any:
 @admin_required
 def home() -> Any:
     """Every programme with its status and actions, and the form to create one."""
-    return render_template("console/home.html", programs=programs.list_programs(_ctx()), form={}, errors=[],
-                           tier_rows=TIER_ROWS)
+    return render_template(
+        "console/home.html", programs=programs.list_programs(_ctx()), form={}, errors=[], tier_rows=TIER_ROWS
+    )
 
 
 def _program_body(form: Any) -> dict[str, Any]:
@@ -181,8 +187,14 @@ def _program_body(form: Any) -> dict[str, Any]:
         code = (form.get(f"tier_code_{i}") or "").strip()
         if not code:
             continue
-        tiers.append({"code": code, "face_value_fen": yuan(f"tier_face_{i}"), "min_spend_fen": yuan(f"tier_min_{i}"),
-                      "quantity": whole(f"tier_quantity_{i}")})
+        tiers.append(
+            {
+                "code": code,
+                "face_value_fen": yuan(f"tier_face_{i}"),
+                "min_spend_fen": yuan(f"tier_min_{i}"),
+                "quantity": whole(f"tier_quantity_{i}"),
+            }
+        )
     targets = []
     for n, line in enumerate((form.get("targets") or "").splitlines(), 1):
         if not line.strip():
@@ -219,14 +231,23 @@ def create_program() -> Any:
         spec = ProgramIn.model_validate_json(json.dumps(body)).to_spec()
         created = programs.create_program(_ctx(), spec, _actor())
     except ValueError as exc:
-        errors = [{"field": str(exc) if not isinstance(exc, ValidationError) else "", "message": _("not valid")}]
+        errors = [
+            {"field": str(exc) if not isinstance(exc, ValidationError) else "", "message": _("not valid")}
+        ]
         if isinstance(exc, ValidationError):
             errors = pydantic_errors(exc)
     except VoucherServiceError as exc:
         errors = list(exc.extra.get("errors") or []) or [{"field": "", "message": _message(exc)}]
     if errors:
-        resp = Response(render_template("console/home.html", programs=programs.list_programs(_ctx()),
-                                        form=request.form, errors=errors, tier_rows=TIER_ROWS))
+        resp = Response(
+            render_template(
+                "console/home.html",
+                programs=programs.list_programs(_ctx()),
+                form=request.form,
+                errors=errors,
+                tier_rows=TIER_ROWS,
+            )
+        )
         resp.status_code = 400
         return resp
     flash(_("Programme created as a draft."), "ok")
@@ -239,8 +260,9 @@ def program_action(program_id: str, action: str) -> Any:
     """Activate or suspend a programme."""
     run = {"activate": programs.activate_program, "suspend": programs.suspend_program}.get(action)
     if run is None:
-        return Response(render_template("error.html", status=404, code="not_found",
-                                        message=error_text("not_found")), 404)
+        return Response(
+            render_template("error.html", status=404, code="not_found", message=error_text("not_found")), 404
+        )
     try:
         run(_ctx(), program_id, _actor())
         flash(_("Programme activated.") if action == "activate" else _("Programme suspended."), "ok")
@@ -256,9 +278,14 @@ def program_action(program_id: str, action: str) -> Any:
 def program(program_id: str) -> Any:
     """A programme's dashboard."""
     board = console.dashboard(_ctx(), program_id)
-    return render_template("console/program.html", board=board, p=board["program"], buckets=BUCKETS,
-                           enrolments=console.list_enrolments(_ctx(), program_id),
-                           merchants=console.list_merchants(_ctx()))
+    return render_template(
+        "console/program.html",
+        board=board,
+        p=board["program"],
+        buckets=BUCKETS,
+        enrolments=console.list_enrolments(_ctx(), program_id),
+        merchants=console.list_merchants(_ctx()),
+    )
 
 
 @bp.get("/programs/<program_id>/dashboard.json")
@@ -266,16 +293,34 @@ def program(program_id: str) -> Any:
 def dashboard_json(program_id: str) -> Any:
     """The dashboard's chart data; money as integer fen in strings, so no script does float arithmetic."""
     board = console.dashboard(_ctx(), program_id)
-    return jsonify({
-        "labels": {"claimed": _("Claimed"), "redeemed": _("Redeemed"), "claims": _("Claims"),
-                   "redemptions": _("Redemptions"), "sales": _("Eligible sales"), "target": _("Target")},
-        "buckets": [{"label": bucket_label(b), "fen": str(board["budget"]["buckets"][b])} for b in BUCKETS],
-        "tiers": [{"code": t["code"], "claimed": t["claimed"], "redeemed": t["redeemed"]} for t in board["tiers"]],
-        "daily": board["daily"],
-        "counties": [{"label": f"{c['county_name']} {c['county_code']}".strip(),
-                      "sales_fen": str(c["eligible_sales_fen"]), "target_fen": str(c["target_fen"])}
-                     for c in board["counties"]],
-    })
+    return jsonify(
+        {
+            "labels": {
+                "claimed": _("Claimed"),
+                "redeemed": _("Redeemed"),
+                "claims": _("Claims"),
+                "redemptions": _("Redemptions"),
+                "sales": _("Eligible sales"),
+                "target": _("Target"),
+            },
+            "buckets": [
+                {"label": bucket_label(b), "fen": str(board["budget"]["buckets"][b])} for b in BUCKETS
+            ],
+            "tiers": [
+                {"code": t["code"], "claimed": t["claimed"], "redeemed": t["redeemed"]}
+                for t in board["tiers"]
+            ],
+            "daily": board["daily"],
+            "counties": [
+                {
+                    "label": f"{c['county_name']} {c['county_code']}".strip(),
+                    "sales_fen": str(c["eligible_sales_fen"]),
+                    "target_fen": str(c["target_fen"]),
+                }
+                for c in board["counties"]
+            ],
+        }
+    )
 
 
 # ---------------------------------------------------------------- merchants, enrolment, staff
@@ -286,8 +331,12 @@ def dashboard_json(program_id: str) -> Any:
 def merchants_page() -> Any:
     """Merchants, with forms to create one, enrol it, and give it staff accounts."""
     staff_of = {m["id"]: staff.list_staff(_ctx(), m["id"]) for m in console.list_merchants(_ctx())}
-    return render_template("console/merchants.html", merchants=console.list_merchants(_ctx()), staff_of=staff_of,
-                           programs=programs.list_programs(_ctx()))
+    return render_template(
+        "console/merchants.html",
+        merchants=console.list_merchants(_ctx()),
+        staff_of=staff_of,
+        programs=programs.list_programs(_ctx()),
+    )
 
 
 @bp.post("/merchants")
@@ -295,9 +344,13 @@ def merchants_page() -> Any:
 def create_merchant() -> Any:
     """Create a merchant; its API secret is shown once, on the next page only."""
     try:
-        out = merchants.create_merchant(_ctx(), (request.form.get("name") or "")[:200],
-                                        request.form.getlist("channels"), request.form.get("platform") == "1",
-                                        _actor())
+        out = merchants.create_merchant(
+            _ctx(),
+            (request.form.get("name") or "")[:200],
+            request.form.getlist("channels"),
+            request.form.get("platform") == "1",
+            _actor(),
+        )
     except VoucherServiceError as exc:
         flash(_message(exc), "error")
         return redirect(url_for("console.merchants_page"))
@@ -310,7 +363,9 @@ def enrol() -> Any:
     """Enrol a merchant in a programme."""
     program_id = request.form.get("program_id") or ""
     try:
-        _out, created = merchants.enrol_merchant(_ctx(), program_id, request.form.get("merchant_id") or "", _actor())
+        _out, created = merchants.enrol_merchant(
+            _ctx(), program_id, request.form.get("merchant_id") or "", _actor()
+        )
         flash(_("Merchant enrolled.") if created else _("The merchant was already enrolled."), "ok")
     except VoucherServiceError as exc:
         flash(_message(exc), "error")
@@ -323,8 +378,13 @@ def enrol() -> Any:
 def create_staff(merchant_id: str) -> Any:
     """Create a staff account (cashier) of a merchant."""
     try:
-        row = staff.create_staff(_ctx(), merchant_id, request.form.get("username") or "",
-                                 request.form.get("password") or "", _actor())
+        row = staff.create_staff(
+            _ctx(),
+            merchant_id,
+            request.form.get("username") or "",
+            request.form.get("password") or "",
+            _actor(),
+        )
         flash(_("Staff account %(user)s created.", user=row["username"]), "ok")
     except VoucherServiceError as exc:
         flash(_message(exc), "error")
@@ -367,17 +427,30 @@ def reconcile_page() -> Any:
         data = upload.read(UPLOAD_MAX_BYTES + 1) if upload else b""
         try:
             result = console.reconcile_upload(
-                _ctx(), request.form.get("program_id") or "", request.form.get("merchant_id") or "",
-                request.form.get("format") or "native", data, upload.filename or "" if upload else "", _actor())
+                _ctx(),
+                request.form.get("program_id") or "",
+                request.form.get("merchant_id") or "",
+                request.form.get("format") or "native",
+                data,
+                upload.filename or "" if upload else "",
+                _actor(),
+            )
         except ValidationFailed as exc:
             error = _message(exc)
         else:
             if result.error is None:
                 return redirect(url_for("console.run_page", run_id=result.run_id))
             error = _("The statement could not be used: %(why)s", why=result.error.split("statement:", 1)[-1])
-    resp = Response(render_template("console/reconcile.html", programs=programs.list_programs(_ctx()),
-                                    merchants=console.list_merchants(_ctx()), formats=FORMATS, error=error,
-                                    runs=console.list_console_runs(_ctx())))
+    resp = Response(
+        render_template(
+            "console/reconcile.html",
+            programs=programs.list_programs(_ctx()),
+            merchants=console.list_merchants(_ctx()),
+            formats=FORMATS,
+            error=error,
+            runs=console.list_console_runs(_ctx()),
+        )
+    )
     if error:
         resp.status_code = 422
     return resp
@@ -388,9 +461,14 @@ def reconcile_page() -> Any:
 def run_page(run_id: str) -> Any:
     """A run's categories, discrepancies, files and settlement."""
     summary = console.run_summary(_ctx(), run_id)
-    return render_template("console/run.html", run_id=run_id, s=summary, files=console.RUN_FILES,
-                           discrepancies=console.run_discrepancies(_ctx(), run_id),
-                           settled=console.run_settlements(_ctx(), run_id))
+    return render_template(
+        "console/run.html",
+        run_id=run_id,
+        s=summary,
+        files=console.RUN_FILES,
+        discrepancies=console.run_discrepancies(_ctx(), run_id),
+        settled=console.run_settlements(_ctx(), run_id),
+    )
 
 
 @bp.get("/runs/<run_id>/<name>")
@@ -400,7 +478,9 @@ def run_download(run_id: str, name: str) -> Any:
     path = console.run_file(_ctx(), run_id, name)
     resp = send_file(path, as_attachment=True, download_name=name, max_age=0)
     if name == "report.html":
-        resp.headers["Content-Security-Policy"] = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; sandbox allow-scripts"
+        resp.headers["Content-Security-Policy"] = (
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; sandbox allow-scripts"
+        )
     return resp
 
 

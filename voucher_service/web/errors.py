@@ -31,7 +31,9 @@ def error_text(code: str) -> str:
         "service_unavailable": _("The service is busy or down for a moment. Please try again shortly."),
         "program_not_active": _("This programme is not open for claims now."),
         "tier_sold_out": _("This voucher is sold out."),
-        "claim_limit_reached": _("You already have as many vouchers of this programme as one person may claim."),
+        "claim_limit_reached": _(
+            "You already have as many vouchers of this programme as one person may claim."
+        ),
         "payload_too_large": _("What you sent is too large."),
         "internal_error": _("Something went wrong on our side. Please try again."),
     }
@@ -77,8 +79,14 @@ def register_page_errors(bp: Blueprint) -> None:
     @bp.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Any:
         status = exc.code or 500
-        codes = {400: "validation_error", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                 405: "method_not_allowed", 413: "payload_too_large"}
+        codes = {
+            400: "validation_error",
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "payload_too_large",
+        }
         if status < 400:
             return exc
         return render_error(status, codes.get(status, "internal_error"))

@@ -118,7 +118,8 @@ def parse_gtin(raw: str) -> tuple[str | None, str | None]:
     if expected != int(text[-1]):
         return None, _(
             "The last digit (the check digit) should be %(expected)d, not %(got)s: a digit was mistyped or misread.",
-            expected=expected, got=text[-1],
+            expected=expected,
+            got=text[-1],
         )
     return text, None
 
@@ -136,8 +137,12 @@ def verdict_of(product: dict[str, Any], today: dt.date) -> dict[str, Any]:
         reason = _("The certification is not valid yet.")
     elif today > valid_to:
         reason = _("The certification has expired.")
-    return {"product": product, "certified": reason is None, "reason": reason,
-            "mark": mark_label(product["certification_type"])}
+    return {
+        "product": product,
+        "certified": reason is None,
+        "reason": reason,
+        "mark": mark_label(product["certification_type"]),
+    }
 
 
 @bp.get("/check")
@@ -153,5 +158,11 @@ def check() -> str:
             today = local_date(ctx.now())
             results = [verdict_of(p, today) for p in products]
             results.sort(key=lambda r: not r["certified"])
-    return render_template("public/check.html", raw=raw, gtin=gtin, problem=problem, results=results,
-                           certified=any(r["certified"] for r in results))
+    return render_template(
+        "public/check.html",
+        raw=raw,
+        gtin=gtin,
+        problem=problem,
+        results=results,
+        certified=any(r["certified"] for r in results),
+    )

@@ -32,24 +32,30 @@ KINDS = ("consumer", "staff", "admin")
 # How long a page session lasts, by kind of user.
 SESSION_TTL_S = {"consumer": 7 * 86_400, "staff": 12 * 3600, "admin": 2 * 3600}
 # Where require_login sends a browser that is not logged in (endpoint names; areas may override).
-LOGIN_ENDPOINTS: dict[str, str] = {"consumer": "wallet.login", "staff": "checkout.login", "admin": "console.login"}
+LOGIN_ENDPOINTS: dict[str, str] = {
+    "consumer": "wallet.login",
+    "staff": "checkout.login",
+    "admin": "console.login",
+}
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-CONTENT_SECURITY_POLICY = "; ".join([
-    "default-src 'self'",
-    # WebAssembly (the barcode polyfill) needs wasm-unsafe-eval; no inline or eval'd JavaScript.
-    "script-src 'self' 'wasm-unsafe-eval'",
-    "style-src 'self'",
-    "img-src 'self' data: blob:",
-    "media-src 'self' blob: mediastream:",
-    "connect-src 'self'",
-    "worker-src 'self' blob:",
-    "font-src 'self'",
-    "object-src 'none'",
-    "base-uri 'self'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-])
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        # WebAssembly (the barcode polyfill) needs wasm-unsafe-eval; no inline or eval'd JavaScript.
+        "script-src 'self' 'wasm-unsafe-eval'",
+        "style-src 'self'",
+        "img-src 'self' data: blob:",
+        "media-src 'self' blob: mediastream:",
+        "connect-src 'self'",
+        "worker-src 'self' blob:",
+        "font-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
 SECURITY_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "Referrer-Policy": "same-origin",
@@ -96,7 +102,9 @@ def _revoked_key(sid: str) -> str:
 # ---------------------------------------------------------------- sessions
 
 
-def login_user(kind: str, subject: str, data: dict[str, Any] | None = None, ttl_s: int | None = None) -> PageUser:
+def login_user(
+    kind: str, subject: str, data: dict[str, Any] | None = None, ttl_s: int | None = None
+) -> PageUser:
     """Log the browser in as `kind`/`subject` (the cookie is set on the response; any old session ends)."""
     if kind not in KINDS:
         raise ValueError(f"unknown page user kind {kind!r}")
@@ -147,7 +155,9 @@ def _read_session() -> PageUser | None:
     if not isinstance(data, dict):
         return None
     try:
-        user = PageUser(str(data["k"]), str(data["s"]), str(data["i"]), int(data["e"]), dict(data.get("d") or {}))
+        user = PageUser(
+            str(data["k"]), str(data["s"]), str(data["i"]), int(data["e"]), dict(data.get("d") or {})
+        )
     except (KeyError, TypeError, ValueError):
         return None
     if user.kind not in KINDS or user.expires <= int(time.time()):
@@ -159,7 +169,10 @@ def _read_session() -> PageUser | None:
 
 def wants_json() -> bool:
     """The request is a fetch() from a page script (it answers JSON, not a redirect)."""
-    return request.headers.get("X-Requested-With") == "fetch" or request.accept_mimetypes.best == "application/json"
+    return (
+        request.headers.get("X-Requested-With") == "fetch"
+        or request.accept_mimetypes.best == "application/json"
+    )
 
 
 def require_login(kind: str, login_endpoint: str | None = None) -> Callable[[F], F]:
@@ -198,7 +211,9 @@ def _csrf_seed() -> str:
     seed = g.get("csrf_seed")
     if seed is None:
         seed = request.cookies.get(CSRF_COOKIE) or ""
-        if not (16 <= len(seed) <= 64 and seed.replace("-", "").replace("_", "").isalnum() and seed.isascii()):
+        if not (
+            16 <= len(seed) <= 64 and seed.replace("-", "").replace("_", "").isalnum() and seed.isascii()
+        ):
             seed = secrets.token_urlsafe(24)
             g.csrf_new_seed = seed
         g.csrf_seed = seed
@@ -234,7 +249,9 @@ def rate_limit(bucket: str, limit: int, window_s: int) -> None:
         raise RateLimited(reset, f"Too many attempts; retry after {reset} s.")
 
 
-def login_rate_limit(kind: str, who: str = "", *, per_ip: int = 30, per_who: int = 10, window_s: int = 300) -> None:
+def login_rate_limit(
+    kind: str, who: str = "", *, per_ip: int = 30, per_who: int = 10, window_s: int = 300
+) -> None:
     """Rate-limit a login attempt by client address and, when given, by the account tried."""
     rate_limit(f"login:{kind}:ip:{request.remote_addr or '-'}", per_ip, window_s)
     if who:
@@ -274,15 +291,22 @@ def install(app: Flask, blueprint_names: set[str]) -> None:
         secure = _secure()
         new_seed = g.get("csrf_new_seed")
         if new_seed:
-            resp.set_cookie(CSRF_COOKIE, new_seed, max_age=365 * 86_400, httponly=True, samesite="Lax",
-                            secure=secure, path="/")
+            resp.set_cookie(
+                CSRF_COOKIE,
+                new_seed,
+                max_age=365 * 86_400,
+                httponly=True,
+                samesite="Lax",
+                secure=secure,
+                path="/",
+            )
         cookie = g.get("page_session_cookie")
         if cookie is not None:
             value, ttl = cookie
             if value:
-                resp.set_cookie(SESSION_COOKIE, value, max_age=ttl, httponly=True, samesite="Lax",
-                                secure=secure, path="/")
+                resp.set_cookie(
+                    SESSION_COOKIE, value, max_age=ttl, httponly=True, samesite="Lax", secure=secure, path="/"
+                )
             else:
                 resp.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="Lax", secure=secure)
         return resp
-

@@ -61,16 +61,28 @@ def send_code() -> Any:
         login_rate_limit("consumer-otp", per_ip=300, window_s=300)
         consumers.send_code(service_context(), raw)
     except ValidationFailed:
-        return render_template("wallet/login.html", phone=raw, step="phone",
-                               error=_("Enter a mainland China mobile number (11 digits).")), 400
+        return render_template(
+            "wallet/login.html",
+            phone=raw,
+            step="phone",
+            error=_("Enter a mainland China mobile number (11 digits)."),
+        ), 400
     except RateLimited as exc:
-        resp = Response(render_template("wallet/login.html", phone=raw, step="phone",
-                                        error=error_text("rate_limited")), 429)
+        resp = Response(
+            render_template("wallet/login.html", phone=raw, step="phone", error=error_text("rate_limited")),
+            429,
+        )
         resp.headers["Retry-After"] = str(exc.retry_after)
         return resp
-    return render_template("wallet/login.html", phone=raw, step="code",
-                           sent=_("We sent a 6-digit code by SMS. It is valid for %(n)d minutes.",
-                                  n=max(1, service_context().settings.otp_ttl_s // 60)))
+    return render_template(
+        "wallet/login.html",
+        phone=raw,
+        step="code",
+        sent=_(
+            "We sent a 6-digit code by SMS. It is valid for %(n)d minutes.",
+            n=max(1, service_context().settings.otp_ttl_s // 60),
+        ),
+    )
 
 
 @bp.post("/login")
@@ -86,14 +98,24 @@ def verify_code() -> Any:
         consumers.open_session(ctx, phone, code)
         holder = consumers.phone_holder(ctx, phone)
     except ValidationFailed:
-        return render_template("wallet/login.html", phone=raw, step="phone",
-                               error=_("Enter a mainland China mobile number (11 digits).")), 400
+        return render_template(
+            "wallet/login.html",
+            phone=raw,
+            step="phone",
+            error=_("Enter a mainland China mobile number (11 digits)."),
+        ), 400
     except Unauthorized:
-        return render_template("wallet/login.html", phone=raw, step="code",
-                               error=_("That code is wrong or has expired. Check the SMS or ask for a new code.")), 401
+        return render_template(
+            "wallet/login.html",
+            phone=raw,
+            step="code",
+            error=_("That code is wrong or has expired. Check the SMS or ask for a new code."),
+        ), 401
     except RateLimited as exc:
-        resp = Response(render_template("wallet/login.html", phone=raw, step="code",
-                                        error=error_text("rate_limited")), 429)
+        resp = Response(
+            render_template("wallet/login.html", phone=raw, step="code", error=error_text("rate_limited")),
+            429,
+        )
         resp.headers["Retry-After"] = str(exc.retry_after)
         return resp
     login_user("consumer", holder)
@@ -113,8 +135,13 @@ def vouchers_page() -> str:
 
     vouchers = issuance.holder_vouchers(service_context(), _holder())
     names = {p["id"]: p["name"] for p in open_programmes()}
-    return render_template("wallet/home.html", vouchers=vouchers, programmes=open_programmes(),
-                           names=names, form_id=secrets.token_urlsafe(16))
+    return render_template(
+        "wallet/home.html",
+        vouchers=vouchers,
+        programmes=open_programmes(),
+        names=names,
+        form_id=secrets.token_urlsafe(16),
+    )
 
 
 @bp.post("/claim")
@@ -126,7 +153,9 @@ def claim() -> Any:
     ctx = service_context()
     holder = _holder()
     # One claim per rendered form: a double click or a resubmitted page shows the voucher it claimed.
-    once_key = f"page:claim:{hashlib.sha256(f'{holder}|{form_id}|{program_id}|{tier}'.encode()).hexdigest()[:32]}"
+    once_key = (
+        f"page:claim:{hashlib.sha256(f'{holder}|{form_id}|{program_id}|{tier}'.encode()).hexdigest()[:32]}"
+    )
     if form_id and not ctx.store.add_once(once_key, CLAIM_FORM_TTL_S):
         earlier = ctx.store.get(once_key)
         if earlier and earlier != b"1":
@@ -135,8 +164,14 @@ def claim() -> Any:
     catalog = current_app.extensions.setdefault("voucher_programs", issuance.ProgramCatalog())
     metrics = current_app.extensions["voucher_metrics"]
     try:
-        out = issuance.claim_voucher(ctx, program_id, tier, issuance.Claimant(holder, f"consumer:{holder[:16]}"),
-                                     catalog=catalog, count=metrics.count)
+        out = issuance.claim_voucher(
+            ctx,
+            program_id,
+            tier,
+            issuance.Claimant(holder, f"consumer:{holder[:16]}"),
+            catalog=catalog,
+            count=metrics.count,
+        )
     except VoucherServiceError as exc:
         if form_id:
             ctx.store.delete(once_key)  # nothing was claimed: the same form may try again
@@ -166,8 +201,14 @@ def voucher(voucher_id: str) -> str:
     ctx = service_context()
     program = programs.get_program(ctx, v["program_id"], with_stats=False)
     spend = spending.where_to_spend(ctx, v["program_id"])
-    return render_template("wallet/voucher.html", v=v, program=program, spend=spend, mark_label=mark_label,
-                           not_yet=v["valid_from"] is not None and v["valid_from"] > rfc3339(ctx.now()))
+    return render_template(
+        "wallet/voucher.html",
+        v=v,
+        program=program,
+        spend=spend,
+        mark_label=mark_label,
+        not_yet=v["valid_from"] is not None and v["valid_from"] > rfc3339(ctx.now()),
+    )
 
 
 @bp.get("/vouchers/<voucher_id>/qr.png")
@@ -175,8 +216,9 @@ def voucher(voucher_id: str) -> str:
 def voucher_qr(voucher_id: str) -> Response:
     """The voucher's QR code: the same image the API serves its holder."""
     try:
-        image = issuance.voucher_qr(service_context(), voucher_id[:64], "png", holder_hash=_holder(),
-                                    merchant_id=None)
+        image = issuance.voucher_qr(
+            service_context(), voucher_id[:64], "png", holder_hash=_holder(), merchant_id=None
+        )
     except (NotFound, Forbidden):
         abort(404)
     if request.if_none_match.contains(image.etag):

@@ -81,8 +81,12 @@ def reserve(
     s: Session, program_id: str, tier_code: str, holder_hash: str, per_person_limit: int
 ) -> Reservation:
     """Count a claim against the holder's limit and lock one available voucher of an active programme."""
-    params = {"program_id": program_id, "tier_code": tier_code, "holder_hash": holder_hash,
-              "per_person_limit": per_person_limit}
+    params = {
+        "program_id": program_id,
+        "tier_code": tier_code,
+        "holder_hash": holder_hash,
+        "per_person_limit": per_person_limit,
+    }
     if is_postgres(s):
         row = s.connection().execute(PG_RESERVE, params).one()
         return Reservation(bool(row.counted), row.voucher_id)
@@ -100,9 +104,14 @@ def reserve(
         return Reservation(False, None)
     # No SKIP LOCKED here: BEGIN IMMEDIATE holds SQLite's write lock for the whole transaction.
     voucher_id = s.scalar(
-        select(Voucher.id).join(Program, Program.id == Voucher.program_id)
-        .where(Voucher.program_id == program_id, Voucher.tier_code == tier_code,
-               Voucher.status == "available", Program.status == "active")
+        select(Voucher.id)
+        .join(Program, Program.id == Voucher.program_id)
+        .where(
+            Voucher.program_id == program_id,
+            Voucher.tier_code == tier_code,
+            Voucher.status == "available",
+            Program.status == "active",
+        )
         .limit(1)
     )
     return Reservation(True, voucher_id)
@@ -114,20 +123,35 @@ def issue(s: Session, claim: Issue) -> bool:
     Return whether the books were written too (when not, the caller appends them).
     """
     if is_postgres(s):
-        params = {"voucher_id": claim.voucher_id, "holder_hash": claim.holder_hash,
-                  "merchant_id": claim.merchant_id, "now": claim.now, "valid_from": claim.valid_from,
-                  "expires_at": claim.expires_at, "kid": claim.kid, "token": claim.token,
-                  "actor": claim.actor,
-                  "audit_data": json.dumps(claim.audit_data, ensure_ascii=False)}
+        params = {
+            "voucher_id": claim.voucher_id,
+            "holder_hash": claim.holder_hash,
+            "merchant_id": claim.merchant_id,
+            "now": claim.now,
+            "valid_from": claim.valid_from,
+            "expires_at": claim.expires_at,
+            "kid": claim.kid,
+            "token": claim.token,
+            "actor": claim.actor,
+            "audit_data": json.dumps(claim.audit_data, ensure_ascii=False),
+        }
         taken = s.connection().execute(PG_ISSUE, params).scalar_one()
         _check_taken(claim.voucher_id, int(taken))
         return True
     result = s.execute(
         update(Voucher)
         .where(Voucher.id == claim.voucher_id, Voucher.status == "available")
-        .values(status="issued", holder_hash=claim.holder_hash, claimed_by_merchant_id=claim.merchant_id,
-                claimed_at=claim.now, valid_from=claim.valid_from, expires_at=claim.expires_at, kid=claim.kid,
-                token=claim.token, status_changed_at=claim.now)
+        .values(
+            status="issued",
+            holder_hash=claim.holder_hash,
+            claimed_by_merchant_id=claim.merchant_id,
+            claimed_at=claim.now,
+            valid_from=claim.valid_from,
+            expires_at=claim.expires_at,
+            kid=claim.kid,
+            token=claim.token,
+            status_changed_at=claim.now,
+        )
         .execution_options(synchronize_session=False)
     )
     _check_taken(claim.voucher_id, int(getattr(result, "rowcount", 0)))

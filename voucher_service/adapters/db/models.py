@@ -458,7 +458,9 @@ class LedgerEntry(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     program_id: Mapped[str] = mapped_column(String(36))
     voucher_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
-    kind: Mapped[str] = mapped_column(String(20))  # mint | claim | redeem | clawback | expire | recycle | void
+    kind: Mapped[str] = mapped_column(
+        String(20)
+    )  # mint | claim | redeem | clawback | expire | recycle | void
     from_bucket: Mapped[str] = mapped_column(String(12))
     to_bucket: Mapped[str] = mapped_column(String(12))
     amount_fen: Mapped[int] = mapped_column(BigInteger)

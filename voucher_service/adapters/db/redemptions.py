@@ -113,10 +113,22 @@ _PRODUCTS = """,
         FROM product_gtins g JOIN certified_products c ON c.certification_no = g.certification_no
         WHERE g.gtin = ANY(CAST(:gtins AS varchar[]))) AS products"""
 _FACT_TYPES: dict[str, Any] = dict(
-    id=String, program_id=String, status=String, tier_code=String, face_value_fen=BigInteger,
-    min_spend_fen=BigInteger, valid_from=UTCDateTime, expires_at=UTCDateTime, program_status=String,
-    program_channels=JSON, starts_at=UTCDateTime, ends_at=UTCDateTime, activated_at=UTCDateTime,
-    eligibility=JSON, timezone=String, merchant_channels=JSON,
+    id=String,
+    program_id=String,
+    status=String,
+    tier_code=String,
+    face_value_fen=BigInteger,
+    min_spend_fen=BigInteger,
+    valid_from=UTCDateTime,
+    expires_at=UTCDateTime,
+    program_status=String,
+    program_channels=JSON,
+    starts_at=UTCDateTime,
+    ends_at=UTCDateTime,
+    activated_at=UTCDateTime,
+    eligibility=JSON,
+    timezone=String,
+    merchant_channels=JSON,
 )
 CHECKOUT_FACTS = text(_FACTS.format(products="")).columns(**_FACT_TYPES)
 PG_CHECKOUT_FACTS = text(_FACTS.format(products=_PRODUCTS)).columns(**_FACT_TYPES, products=JSON)
@@ -171,7 +183,9 @@ class CheckoutFacts(NamedTuple):
     products: dict[str, ProductFacts] | None
 
 
-def checkout_facts(s: Session, voucher_id: str, merchant_id: str, gtins14: Sequence[str]) -> CheckoutFacts | None:
+def checkout_facts(
+    s: Session, voucher_id: str, merchant_id: str, gtins14: Sequence[str]
+) -> CheckoutFacts | None:
     """The voucher, its programme and the merchant's enrolled channels (on PostgreSQL also the basket's
     products) in the session's transaction; None when there is no such voucher."""
     params = {"voucher_id": voucher_id, "merchant_id": merchant_id}
@@ -186,17 +200,46 @@ def checkout_facts(s: Session, voucher_id: str, merchant_id: str, gtins14: Seque
     if postgres:
         products = {}
         for gtin, no, kind, county, valid_from, valid_to, status in row.products or []:
-            products[gtin] = ProductFacts(no, kind, county, dt.date.fromisoformat(valid_from),
-                                          dt.date.fromisoformat(valid_to), status)
-    voucher = VoucherFacts(row.id, row.program_id, row.status, row.tier_code, row.face_value_fen,
-                           row.min_spend_fen, row.valid_from, row.expires_at)
-    program = ProgramFacts(row.program_id, row.program_status, row.program_channels, row.starts_at,
-                           row.ends_at, row.activated_at, row.eligibility, row.timezone)
+            products[gtin] = ProductFacts(
+                no, kind, county, dt.date.fromisoformat(valid_from), dt.date.fromisoformat(valid_to), status
+            )
+    voucher = VoucherFacts(
+        row.id,
+        row.program_id,
+        row.status,
+        row.tier_code,
+        row.face_value_fen,
+        row.min_spend_fen,
+        row.valid_from,
+        row.expires_at,
+    )
+    program = ProgramFacts(
+        row.program_id,
+        row.program_status,
+        row.program_channels,
+        row.starts_at,
+        row.ends_at,
+        row.activated_at,
+        row.eligibility,
+        row.timezone,
+    )
     return CheckoutFacts(voucher, program, row.merchant_channels, products)
 
 
-_LINE_FIELDS = ("index", "gtin", "sku", "name", "quantity", "unit_price_fen", "line_total_fen", "eligible",
-                "reason", "certification_no", "county_code", "discount_share_fen")
+_LINE_FIELDS = (
+    "index",
+    "gtin",
+    "sku",
+    "name",
+    "quantity",
+    "unit_price_fen",
+    "line_total_fen",
+    "eligible",
+    "reason",
+    "certification_no",
+    "county_code",
+    "discount_share_fen",
+)
 
 
 class Completion(NamedTuple):
@@ -233,11 +276,22 @@ def write_redemption(s: Session, w: RedemptionWrite) -> Written:
     """Run the one-statement redemption in the session's transaction (PostgreSQL only)."""
     r = w.redemption
     params: dict[str, Any] = {
-        "voucher_id": r.voucher_id, "allowed": list(w.allowed), "at": r.redeemed_at, "now": w.now,
-        "redemption_id": r.id, "program_id": r.program_id, "merchant_id": r.merchant_id,
-        "order_id": r.order_id, "channel": r.channel, "terminal_id": r.terminal_id,
-        "order_total_fen": r.order_total_fen, "eligible_total_fen": r.eligible_total_fen,
-        "discount_fen": r.discount_fen, "receipt": r.receipt, "source": r.source, "actor": w.actor,
+        "voucher_id": r.voucher_id,
+        "allowed": list(w.allowed),
+        "at": r.redeemed_at,
+        "now": w.now,
+        "redemption_id": r.id,
+        "program_id": r.program_id,
+        "merchant_id": r.merchant_id,
+        "order_id": r.order_id,
+        "channel": r.channel,
+        "terminal_id": r.terminal_id,
+        "order_total_fen": r.order_total_fen,
+        "eligible_total_fen": r.eligible_total_fen,
+        "discount_fen": r.discount_fen,
+        "receipt": r.receipt,
+        "source": r.source,
+        "actor": w.actor,
         "lines": json.dumps([{f: getattr(x, f) for f in _LINE_FIELDS} for x in w.lines], ensure_ascii=False),
         "audit_data": json.dumps(w.audit_data, ensure_ascii=False),
     }
@@ -245,7 +299,12 @@ def write_redemption(s: Session, w: RedemptionWrite) -> Written:
     if w.completion is not None:
         c = w.completion
         statement = PG_REDEEM_IDEMPOTENT
-        params.update(idem_merchant_id=c.merchant_id, idem_key=c.key, locked_until=c.locked_until,
-                      response_status=c.status, response_body=c.body)
+        params.update(
+            idem_merchant_id=c.merchant_id,
+            idem_key=c.key,
+            locked_until=c.locked_until,
+            response_status=c.status,
+            response_body=c.body,
+        )
     row = s.connection().execute(statement, params).one()
     return Written(bool(row.finished), row.from_status)
