@@ -117,6 +117,7 @@ def test_a_clean_statement_matches_everything_and_exits_0(env, tmp_path):
             "duplicate_in_statement",
             "reversed_in_ledger",
             "double_spend",
+            "refunded_in_statement",
         )
     }
     assert s["held_fen"] == s["unclaimed_fen"] == 0 and s["statement_rows"] == 4 and s["exit_code"] == 0
@@ -198,6 +199,7 @@ def test_every_category_is_found_with_its_ids_and_amounts(env, tmp_path):
         "duplicate_in_statement": 1,
         "reversed_in_ledger": 1,
         "double_spend": 1,
+        "refunded_in_statement": 0,
     }
     assert (s["matched"], s["payable_fen"]) == (3, 15000)  # ok, twice (first line), spent
     assert s["held_fen"] == 5000 + 5000 + 5000  # two mismatches and the disputed offline claim

@@ -176,12 +176,13 @@ def test_a_bill_proves_the_consumer_paid_the_rest_of_each_order(env, tmp_path):
     assert reconcile(env, path, out) == 1
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["categories"] == {
-        "amount_mismatch": 2,
+        "amount_mismatch": 1,
         "missing_in_ledger": 0,
         "missing_in_statement": 1,
         "duplicate_in_statement": 1,
         "reversed_in_ledger": 1,
         "double_spend": 0,
+        "refunded_in_statement": 1,
     }
     assert (summary["matched"], summary["payable_fen"]) == (3, 15_000)  # big (part refund), tiny, twice
     assert summary["set_aside"] == {"out_of_period": 0, "reversed_agreed": 1, "unrelated": 2}
@@ -200,7 +201,7 @@ def test_a_bill_proves_the_consumer_paid_the_rest_of_each_order(env, tmp_path):
         }
     assert found == {
         ("amount_mismatch", "WX-WRONG", wrong.voucher_id, "5000", "4000", "4"),
-        ("amount_mismatch", "WX-REFUNDED", refunded.voucher_id, "5000", "5000", "5"),
+        ("refunded_in_statement", "WX-REFUNDED", refunded.voucher_id, "5000", "", "13"),
         ("reversed_in_ledger", "WX-KEPT", kept.voucher_id, "5000", "5000", "7"),
         ("missing_in_statement", "WX-UNPAID", unpaid.voucher_id, "5000", "", ""),
         ("duplicate_in_statement", "WX-TWICE", twice.voucher_id, "5000", "5000", "11"),

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from voucher_service.domain.statements import StatementError, StatementLine, parse_native, parse_wechatpay
+from voucher_service.domain.bills import parse_wechatpay
+from voucher_service.domain.statements import StatementError, StatementLine, parse_native
 
 V1 = "0f8fad5b-d9cb-469f-a165-70867728950e"
 V2 = "7c9e6679-7425-40de-944b-e07fc1f90ae7"

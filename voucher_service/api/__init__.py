@@ -9,7 +9,7 @@ import uuid
 from flask import Blueprint, Flask, Response, g, request
 from sqlalchemy import text
 
-from voucher_service.api import admin, consumer, merchant, offline, products, public, reports
+from voucher_service.api import admin, consumer, disputes, merchant, offline, products, public, reports
 from voucher_service.api.auth import service_context
 from voucher_service.api.errors import register_error_handlers
 from voucher_service.api.metrics import Metrics
@@ -60,7 +60,7 @@ def register_api(app: Flask) -> None:
     """Attach blueprints, error handling, request ids and metrics to the app."""
     app.extensions["voucher_metrics"] = Metrics()
     app.extensions["voucher_merchants"] = MerchantCache()
-    for module in (admin, consumer, public, products, merchant, offline, reports):
+    for module in (admin, consumer, public, products, merchant, offline, reports, disputes):
         app.register_blueprint(module.bp)
     app.register_blueprint(ops)
     register_error_handlers(app)

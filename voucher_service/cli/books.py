@@ -58,14 +58,20 @@ class TerminalProgress:
 @main.command("reconcile")
 @click.option("--program", "program_id", required=True, help="Programme id.")
 @click.option("--merchant", "merchant_id", required=True, help="Merchant id.")
-@click.option("--statement", required=True, help="The merchant's statement file.")
+@click.option(
+    "--statement",
+    "statements",
+    required=True,
+    multiple=True,
+    help="The merchant's statement: a file (plain, gzip or zip) or a directory; may be given several times.",
+)
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["native", "wechatpay"]),
+    type=click.Choice(["native", "wechatpay", "alipay"]),
     default="native",
     show_default=True,
-    help="native CSV, or a WeChat Pay trade bill (交易账单).",
+    help="native CSV, a WeChat Pay trade bill (交易账单: ALL, SUCCESS or REFUND), or an Alipay 业务明细 bill.",
 )
 @click.option("--from", "date_from", type=DATE, help="First calendar day (programme time zone).")
 @click.option("--to", "date_to", type=DATE, help="Last calendar day, included.")
@@ -80,7 +86,7 @@ def reconcile(
     state: CliState,
     program_id: str,
     merchant_id: str,
-    statement: str,
+    statements: tuple[str, ...],
     fmt: str,
     date_from: dt.datetime | None,
     date_to: dt.datetime | None,
@@ -93,7 +99,8 @@ def reconcile(
     req = ReconcileRequest(
         program_id=program_id,
         merchant_id=merchant_id,
-        statement=Path(statement),
+        statement=Path(statements[0]),
+        more_statements=tuple(Path(p) for p in statements[1:]),
         out_dir=Path(out_dir),
         fmt=fmt,
         date_from=date_from.date() if date_from else None,
@@ -111,6 +118,11 @@ def reconcile(
         f"{s['payable_fen']} fen ({s['already_settled']} already settled)"
     )
     click.echo(f"held {s['held_fen']} fen; unclaimed {s['unclaimed_fen']} fen")
+    if len(s.get("statements", [])) > 1 or s.get("statement_rows_repeated"):
+        click.echo(
+            f"{len(s['statements'])} statement files, {s['statement_rows']} rows "
+            f"({s['statement_rows_repeated']} seen twice, counted once)"
+        )
     click.echo("discrepancies: " + ", ".join(f"{k} {v}" for k, v in s["categories"].items()))
     click.echo(f"reports in {out_dir}")
     sys.exit(result.exit_code)
@@ -168,7 +180,96 @@ def settle(state: CliState, run_id: str) -> None:
         )
     if out["skipped_no_longer_payable"]:
         click.echo(f"skipped {out['skipped_no_longer_payable']} no longer active since the run")
+    if out["disputes_paid"]:
+        click.echo(
+            f"paid {out['disputes_paid']} accepted disputes, {out['disputes_paid_fen']} fen: "
+            + ", ".join(out["dispute_ids"])
+        )
     click.echo(f"payable_fen={out['payable_fen']}")
+
+
+@main.group("disputes")
+def disputes() -> None:
+    """Merchants' disputes of reconciliation discrepancies: list, accept, reject."""
+
+
+@disputes.command("list")
+@click.option(
+    "--status",
+    type=click.Choice(["open", "accepted", "rejected", "all"]),
+    default="open",
+    show_default=True,
+)
+@click.option("--program", "program_id", help="Only this programme's disputes.")
+@click.option("--merchant", "merchant_id", help="Only this merchant's disputes.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
+@pass_state
+def disputes_list(
+    state: CliState, status: str, program_id: str | None, merchant_id: str | None, limit: int
+) -> None:
+    """List disputes, oldest first (tab-separated)."""
+    from voucher_service.services.disputes import list_disputes
+
+    rows = list_disputes(
+        state.ctx,
+        status=None if status == "all" else status,
+        program_id=program_id,
+        merchant_id=merchant_id,
+        limit=limit,
+    )
+    click.echo(
+        "dispute_id\tcreated_at\tstatus\tpaid_in\tmerchant_id\trun_id\tdiscrepancy_id\tcategory\torder_id\t"
+        "amount_fen\tnote"
+    )
+    for d in rows:
+        cells = [
+            d["dispute_id"],
+            d["created_at"],
+            d["status"],
+            d["settlement_id"],
+            d["merchant_id"],
+            d["run_id"],
+            d["discrepancy_id"],
+            d["category"],
+            d["order_id"],
+            d["amount_fen"],
+            " ".join(d["note"].split()),
+        ]
+        click.echo("\t".join("" if c is None else str(c) for c in cells))
+
+
+def _decide(state: CliState, dispute_id: str, accept: bool, note: str | None) -> None:
+    from voucher_service.services.disputes import decide_dispute
+
+    try:
+        d = decide_dispute(state.ctx, dispute_id, accept=accept, actor=_actor(), note=note)
+    except VoucherServiceError as exc:
+        _fail(exc.detail)
+    click.echo(
+        f"dispute {d['dispute_id']} {d['status']}: {d['category']} {d['order_id']} {d['amount_fen']} fen"
+    )
+    if accept:
+        click.echo(
+            "payable in the next settlement of this programme and merchant (voucher-admin settle --run ...)"
+        )
+
+
+@disputes.command("accept")
+@click.argument("dispute_id")
+@click.option("--note", help="A note for the merchant.")
+@pass_state
+def disputes_accept(state: CliState, dispute_id: str, note: str | None) -> None:
+    """Accept an open dispute: its discount is paid in the next settlement, once."""
+    _decide(state, dispute_id, True, note)
+
+
+@disputes.command("reject")
+@click.argument("dispute_id")
+@click.option("--note", required=True, help="Why, for the merchant.")
+@pass_state
+def disputes_reject(state: CliState, dispute_id: str, note: str) -> None:
+    """Reject an open dispute with a note."""
+    _decide(state, dispute_id, False, note)
 
 
 @main.group("report")

@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 import io
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
@@ -23,9 +23,10 @@ from sqlalchemy.orm import Session
 
 from voucher_service.adapters.db.models import Merchant, Program, ReconciliationRun
 from voucher_service.domain.clock import day_bounds, rfc3339
-from voucher_service.domain.statements import FORMATS, StatementError, StatementLine, parse_statement
+from voucher_service.domain.statements import FORMATS, Seen, StatementError, StatementLine, parse_statement
 from voucher_service.services import audit_log
 from voucher_service.services import reconciliation_sql as q
+from voucher_service.services import statement_sources as sources
 from voucher_service.services.context import ServiceContext
 from voucher_service.services.reconciliation_files import write_outputs
 
@@ -76,10 +77,16 @@ class ReconcileRequest:
     date_from: dt.date | None = None
     date_to: dt.date | None = None
     actor: str = "cli"
+    more_statements: tuple[Path, ...] = ()  # further --statement files, directories or zips
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        """Every --statement, in the order given."""
+        return (self.statement, *self.more_statements)
 
     def parameters(self) -> dict[str, Any]:
         """The run's parameters as recorded (no paths: they do not change what is reconciled)."""
-        return {
+        params: dict[str, Any] = {
             "program": self.program_id,
             "merchant": self.merchant_id,
             "format": self.fmt,
@@ -87,6 +94,9 @@ class ReconcileRequest:
             "to": self.date_to.isoformat() if self.date_to else None,
             "statement": self.statement.name,
         }
+        if self.more_statements:
+            params["statements"] = [p.name for p in self.paths]
+        return params
 
 
 @dataclass(frozen=True)
@@ -128,8 +138,8 @@ class _HashingReader(io.RawIOBase):
 
 
 def _encoding(path: Path, fmt: str) -> str:
-    # The contract's text is UTF-8; WeChat Pay bills saved by spreadsheet tools are often GB18030.
-    if fmt != "wechatpay":
+    # The contract's text is UTF-8; providers' bills are often GBK (Alipay always) or saved so by spreadsheets.
+    if fmt == "native":
         return "utf-8-sig"
     with path.open("rb") as fh:
         head = fh.read(SNIFF_BYTES)
@@ -148,6 +158,78 @@ def open_statement(path: Path, fmt: str) -> tuple[IO[str], _HashingReader]:
         raise StatementUnusable(f"{path}: cannot read the statement: {exc.strerror or exc}") from None
     stream = io.TextIOWrapper(io.BufferedReader(hashing, 1 << 20), encoding=_encoding(path, fmt), newline="")
     return stream, hashing
+
+
+class _Feed:
+    """The run's statement rows from every source, with line numbers made unique across files.
+
+    One plain native file (the common case, and the benchmark's) is streamed and hashed in one read, its
+    rows untouched. Providers' bills, and several sources (files, a directory, a zip, a gzip) are read one after the other; the
+    rows of source k are numbered after the last line of source k-1 (`files` keeps each source's
+    offset, so reports give the file and its own line), and for the providers' bills a payment or
+    refund already read in an earlier file is skipped (`seen`).
+    """
+
+    def __init__(self, req: ReconcileRequest) -> None:
+        self.fmt = req.fmt
+        self.seen: Seen | None = None if req.fmt == "native" else Seen()
+        self.files: list[dict[str, Any]] = []
+        self.label = str(req.statement)
+        self._hashing: _HashingReader | None = None
+        self._stream: IO[str] | None = None
+        self._sha = ""
+        paths = req.paths
+        try:
+            plain = (
+                req.fmt == "native" and len(paths) == 1 and paths[0].is_file() and not _compressed(paths[0])
+            )
+        except OSError as exc:
+            raise StatementUnusable(f"{paths[0]}: cannot read the statement: {exc.strerror or exc}") from None
+        if plain:
+            self._stream, self._hashing = open_statement(paths[0], req.fmt)
+            self._sources: list[sources.Source] = []
+            return
+        try:
+            self._sources = sources.collect(paths, req.fmt)
+            self._sha = sources.file_sha256(paths)
+        except sources.SourceUnusable as exc:
+            raise StatementUnusable(str(exc)) from None
+        except OSError as exc:
+            raise StatementUnusable(
+                f"{exc.filename}: cannot read the statement: {exc.strerror or exc}"
+            ) from None
+
+    def rows(self, tz: str) -> Iterator[StatementLine]:
+        if self._stream is not None:
+            self.files.append({"name": Path(self.label).name, "line_offset": 0})
+            yield from parse_statement(self.fmt, self._stream, tz, self.seen)
+            return
+        offset = 0
+        for source in self._sources:
+            self.label = source.label
+            self.files.append({"name": source.name, "line_offset": offset})
+            last = 0
+            encoding = sources.encoding_of(source, self.fmt)
+            for line in parse_statement(self.fmt, sources.text_lines(source, encoding), tz, self.seen):
+                last = line.line_no
+                yield line._replace(line_no=line.line_no + offset) if offset else line
+            offset += last
+
+    def sha256(self) -> str:
+        """The input's SHA-256 (after the rows were read: a plain file is hashed as it streams)."""
+        if self._hashing is not None:
+            return self._hashing.drain()
+        return self._sha
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+
+
+def _compressed(path: Path) -> bool:
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    return head.startswith((sources.ZIP_MAGIC, sources.EMPTY_ZIP_MAGIC, sources.GZIP_MAGIC))
 
 
 def stage_statement(s: Session, run_id: str, lines: Iterable[StatementLine]) -> int:
@@ -213,22 +295,25 @@ def reconcile(
     run_id = str(uuid.uuid4())
     try:
         names, window = _resolve(ctx, req)
-        stream, hashing = open_statement(req.statement, req.fmt)
+        feed = _Feed(req)
     except StatementUnusable as exc:
         return _record_unusable(ctx, run_id, req, "", str(exc))
-    with stream:
-        try:
-            summary = _run(ctx, run_id, req, names, window, stream, hashing, progress)
-        except StatementError as exc:
-            message = f"{req.statement}:{exc.line_no}: {exc.message}"
-        except OSError as exc:
-            message = f"{exc.filename or req.out_dir}: {exc.strerror or exc}"
-        else:
-            return ReconcileResult(run_id, summary["exit_code"], summary)
-        try:
-            sha = hashing.drain()
-        except OSError:
-            sha = ""
+    try:
+        summary = _run(ctx, run_id, req, names, window, feed, progress)
+    except StatementError as exc:
+        message = f"{feed.label}:{exc.line_no}: {exc.message}"
+    except sources.SourceUnusable as exc:
+        message = str(exc)
+    except OSError as exc:
+        message = f"{exc.filename or req.out_dir}: {exc.strerror or exc}"
+    else:
+        feed.close()
+        return ReconcileResult(run_id, summary["exit_code"], summary)
+    try:
+        sha = feed.sha256()
+    except OSError:
+        sha = ""
+    feed.close()
     return _record_unusable(ctx, run_id, req, sha, message)
 
 
@@ -238,8 +323,7 @@ def _run(
     req: ReconcileRequest,
     names: dict[str, str],
     window: tuple[dt.datetime, dt.datetime],
-    stream: IO[str],
-    hashing: _HashingReader,
+    feed: _Feed,
     progress: Progress,
 ) -> dict[str, Any]:
     now = ctx.now()
@@ -248,9 +332,9 @@ def _run(
         s.add(_run_row(run_id, req, "", {}, EXIT_UNUSABLE, now))
         s.flush()
         progress.stage("loading the statement")
-        lines = progress.rows(parse_statement(req.fmt, stream, names["timezone"]))
+        lines = progress.rows(feed.rows(names["timezone"]))
         staged = stage_statement(s, run_id, lines)
-        sha = hashing.drain()
+        sha = feed.sha256()
         q.analyze(s, "statement_staging")
         params = {"run": run_id, "p": req.program_id, "m": req.merchant_id, "fmt": req.fmt}
         q.run_steps(
@@ -258,6 +342,8 @@ def _run(
         )
         progress.stage("summing up")
         summary = _summary(s, run_id, req, names, sha, staged)
+        summary["statements"] = feed.files
+        summary["statement_rows_repeated"] = feed.seen.repeated if feed.seen else 0
         progress.stage("writing the reports")
         write_outputs(s, req.out_dir, run_id, summary, window, names["timezone"])
         progress.stage("clearing the staging rows")
@@ -330,8 +416,9 @@ def _summary(
         "payable_fen": payable_fen,
         "already_settled": n("already_settled"),
         "already_settled_fen": n("already_settled", 1),
-        # held: active redemptions whose amount is disputed, and what offline double spends claim
-        "held_fen": n("amount_mismatch", 1) + n("double_spend", 2),
+        # held: active redemptions whose amount is disputed or whose order the bill refunded, and
+        # what offline double spends claim
+        "held_fen": n("amount_mismatch", 1) + n("refunded_in_statement", 1) + n("double_spend", 2),
         "unclaimed_fen": n("missing_in_statement", 1),
         "categories": categories,
         "discrepancies": found,

@@ -7,10 +7,12 @@ the same inputs give the same bytes.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import datetime as dt
 import json
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ DISCREPANCY_COLUMNS = (
     "detail",
     "line_no",
     "redemption_id",
+    "statement",
 )
 SETTLEMENT_COLUMNS = (
     "merchant_id",
@@ -59,7 +62,8 @@ DAILY_NOT_PAYABLE = """
 SELECT {day} AS day, COUNT(DISTINCT r.id) AS held
 FROM reconciliation_items i
 JOIN redemptions r ON r.id = i.redemption_id
-WHERE i.run_id = :run AND i.category IN ('amount_mismatch', 'missing_in_statement', 'already_settled')
+WHERE i.run_id = :run
+  AND i.category IN ('amount_mismatch', 'missing_in_statement', 'already_settled', 'refunded_in_statement')
   AND r.status = 'active' AND r.redeemed_at >= :start AND r.redeemed_at < :end
 GROUP BY 1
 """
@@ -83,7 +87,9 @@ def write_outputs(
         staged.append((temp, final))
         return temp
 
-    first_rows = _write_discrepancies(s, run_id, target("discrepancies.csv"))
+    first_rows = _write_discrepancies(
+        s, run_id, target("discrepancies.csv"), Locator(summary.get("statements", []))
+    )
     with target("settlement.csv").open("w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(SETTLEMENT_COLUMNS)
@@ -106,13 +112,47 @@ def write_outputs(
         os.replace(temp, final)
 
 
-def _write_discrepancies(s: Session, run_id: str, path: Path) -> list[dict[str, Any]]:
+class Locator:
+    """Turns a run's line numbers (unique across its statement files) back into a file and its line."""
+
+    DUPLICATE_DETAIL = re.compile(r"^(same order or voucher as line )([0-9]+)$")
+
+    def __init__(self, files: list[dict[str, Any]]) -> None:
+        self.names = [str(f["name"]) for f in files] or [""]
+        self.offsets = [int(f["line_offset"]) for f in files] or [0]
+
+    def locate(self, line_no: int | None) -> tuple[str, int | None]:
+        """(file name, its own line) of a run line number; ('', None) for a row with no line."""
+        if line_no is None:
+            return "", None
+        k = max(bisect.bisect_left(self.offsets, line_no) - 1, 0)
+        return self.names[k], line_no - self.offsets[k]
+
+    def detail(self, text: str) -> str:
+        """A duplicate's 'same ... as line N' naming the file too when the run read several."""
+        match = self.DUPLICATE_DETAIL.match(text)
+        if not match or len(self.names) == 1:
+            return text
+        name, line = self.locate(int(match.group(2)))
+        return f"{match.group(1)}{line} of {name}"
+
+    def row(self, row: Any) -> list[Any]:
+        """A DISCREPANCIES row as the CSV has it: its file's line, and the file."""
+        values = list(row)
+        name, line = self.locate(values[6])
+        values[5] = self.detail(values[5])
+        values[6] = line
+        return [*values, name if values[6] is not None else ""]
+
+
+def _write_discrepancies(s: Session, run_id: str, path: Path, locator: Locator) -> list[dict[str, Any]]:
     first: list[dict[str, Any]] = []
     result = s.execute(text(q.DISCREPANCIES), {"run": run_id}, execution_options={"yield_per": 5000})
     with path.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(DISCREPANCY_COLUMNS)
-        for row in result:
+        for raw in result:
+            row = locator.row(raw)
             writer.writerow(["" if v is None else v for v in row])
             if len(first) < HTML_ROWS:
                 first.append(dict(zip(DISCREPANCY_COLUMNS, row, strict=True)))

@@ -30,6 +30,7 @@ CATEGORIES = (
     "duplicate_in_statement",
     "reversed_in_ledger",
     "double_spend",
+    "refunded_in_statement",
 )
 SET_ASIDE = ("already_settled", "reversed_agreed", "out_of_period", "unrelated")
 
@@ -118,6 +119,36 @@ WHERE run_id = :run AND line_no IN (SELECT d.line_no FROM reconciliation_items d
                                     WHERE d.run_id = :run AND d.category = 'duplicate_in_statement')
 """
 
+# Step 1c, refunds: the orders the bill refunds (its refund and revocation rows of every file, whatever
+# day they are from), against the period's active redemptions of those orders. Refunded in full (at
+# least what the consumer paid: order total less the discount) or leaving the order below the tier's
+# minimum spend (order total less the refunds; the eligible part can only be less), the discount should
+# have been clawed back: `refunded_in_statement`, held, never payable in this run.
+REFUNDED = f"""
+INSERT INTO reconciliation_items (run_id, category, line_no, voucher_id, order_id, redemption_id,
+                                  ledger_discount_fen, statement_discount_fen, detail)
+WITH refunds AS MATERIALIZED (
+  SELECT f.order_id, SUM(f.paid_fen) AS refunded_fen, MIN(f.line_no) AS first_line
+  FROM statement_staging f
+  WHERE f.run_id = :run AND f.status = 'refund'
+  GROUP BY f.order_id
+)
+SELECT CAST(:run AS VARCHAR(36)), 'refunded_in_statement', f.first_line, r.voucher_id, r.order_id, r.id,
+       r.discount_fen, NULL,
+       CASE WHEN f.refunded_fen >= r.order_total_fen - r.discount_fen
+            THEN 'the bill refunds the order in full (' || CAST(f.refunded_fen AS TEXT) || ' fen of '
+                 || CAST(r.order_total_fen - r.discount_fen AS TEXT) || ' paid); the redemption is active here'
+            ELSE 'the bill refunds ' || CAST(f.refunded_fen AS TEXT) || ' fen: the order keeps '
+                 || CAST(r.order_total_fen - f.refunded_fen AS TEXT) || ', below the minimum spend '
+                 || CAST(v.min_spend_fen AS TEXT) || '; the redemption is active here'
+       END
+FROM refunds f
+JOIN redemptions r ON r.order_id = f.order_id
+JOIN vouchers v ON v.id = r.voucher_id
+WHERE r.program_id = :p AND r.merchant_id = :m AND r.status = 'active' AND {_IN_PERIOD}
+  AND (f.refunded_fen >= r.order_total_fen - r.discount_fen OR r.order_total_fen - f.refunded_fen < v.min_spend_fen)
+"""
+
 # Step 2, payable matches: an undisputed claim, the active redemption it names in the period, the same
 # discount, not paid yet. Inserted in key order, so the primary key grows at its right edge.
 MATCHES = f"""
@@ -129,7 +160,11 @@ JOIN redemptions r ON r.order_id = s.order_id AND (s.voucher_id IS NULL OR r.vou
 LEFT JOIN refunds f ON f.order_id = s.order_id
 WHERE s.run_id = :run AND s.status = 'redeemed'
   AND r.program_id = :p AND r.merchant_id = :m AND r.status = 'active' AND {_IN_PERIOD}
-  AND (f.refunded_fen IS NULL OR f.refunded_fen < s.paid_fen)
+  AND (f.refunded_fen IS NULL
+       OR (f.refunded_fen < s.paid_fen
+           AND NOT EXISTS (SELECT 1 FROM reconciliation_items i
+                           WHERE i.run_id = :run AND i.redemption_id = r.id
+                             AND i.category = 'refunded_in_statement')))
   AND COALESCE(s.discount_fen, r.order_total_fen - s.paid_fen) = r.discount_fen
   AND NOT EXISTS (SELECT 1 FROM settled_redemptions x WHERE x.redemption_id = r.id)
 ORDER BY r.id
@@ -181,6 +216,8 @@ classified AS (
       WHEN j.in_period = 0 THEN 'out_of_period'
       WHEN j.l_status <> 'active' AND j.says = 'reversed' THEN 'reversed_agreed'
       WHEN j.l_status <> 'active' THEN 'reversed_in_ledger'
+      WHEN EXISTS (SELECT 1 FROM reconciliation_items i WHERE i.run_id = :run AND i.redemption_id = j.rid
+                   AND i.category = 'refunded_in_statement') THEN 'refunded'
       WHEN j.says = 'reversed' OR j.s_discount <> j.l_discount THEN 'amount_mismatch'
       WHEN j.settled IS NOT NULL THEN 'already_settled'
       ELSE 'matched'
@@ -207,7 +244,7 @@ SELECT CAST(:run AS VARCHAR(36)), k.category, k.line_no, COALESCE(k.voucher_id, 
            ELSE 'the discounts differ' END
        END
 FROM classified k
-WHERE k.category NOT IN ('matched', 'double_spend')
+WHERE k.category NOT IN ('matched', 'double_spend', 'refunded')
 """
 
 MISSING_IN_STATEMENT = f"""
@@ -256,10 +293,11 @@ SELECT category, voucher_id, order_id, ledger_discount_fen, statement_discount_f
        redemption_id
 FROM reconciliation_items
 WHERE run_id = :run AND category IN ('amount_mismatch', 'missing_in_ledger', 'missing_in_statement',
-                                     'duplicate_in_statement', 'reversed_in_ledger', 'double_spend')
+                                     'duplicate_in_statement', 'reversed_in_ledger', 'double_spend',
+                                     'refunded_in_statement')
 ORDER BY CASE category WHEN 'amount_mismatch' THEN 1 WHEN 'missing_in_ledger' THEN 2
                        WHEN 'missing_in_statement' THEN 3 WHEN 'duplicate_in_statement' THEN 4
-                       WHEN 'reversed_in_ledger' THEN 5 ELSE 6 END,
+                       WHEN 'reversed_in_ledger' THEN 5 WHEN 'double_spend' THEN 6 ELSE 7 END,
          CASE WHEN line_no IS NULL THEN 1 ELSE 0 END, line_no, order_id, voucher_id, redemption_id, detail
 """
 
@@ -278,6 +316,7 @@ def _uses(sql: str, name: str) -> bool:
 STEPS = (
     ("duplicates", DUPLICATES),
     ("duplicates set aside", SET_DUPLICATES_ASIDE),
+    ("refunds", REFUNDED),
     ("payable matches", MATCHES),
     ("statement rows", STATEMENT_ITEMS),
     ("missing in statement", MISSING_IN_STATEMENT),
@@ -288,6 +327,8 @@ STEPS = (
 def run_steps(s: Session, params: dict[str, Any], announce: Callable[[str], None] = lambda _: None) -> None:
     """Classify the staged statement against the ledger: matches first, then every category."""
     for name, sql in STEPS:
+        if sql is REFUNDED and params.get("fmt") == "native":
+            continue  # a native statement has no refund rows: no pass over its staged rows for them
         announce(name)
         s.execute(statement(sql), _only(sql, params))
         if sql is MATCHES:

@@ -517,6 +517,9 @@ class ReconciliationRun(Base):
     exit_code: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
+    # A merchant's own runs, newest first (GET /merchant/reconciliations).
+    __table_args__ = (Index("ix_reconciliation_runs_merchant", "merchant_id", "created_at", "id"),)
+
 
 class ReconciliationMatch(Base):
     """A ledger redemption matched and payable in a run."""
@@ -575,6 +578,8 @@ class Settlement(Base):
     redemptions: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
+    __table_args__ = (Index("ix_settlements_run", "run_id"),)
+
 
 class SettledRedemption(Base):
     """A redemption paid in a settlement; the primary key makes paying it twice impossible."""
@@ -585,6 +590,37 @@ class SettledRedemption(Base):
     discount_fen: Mapped[int] = mapped_column(BigInteger)
 
     __table_args__ = (Index("ix_settled_redemptions_settlement", "settlement_id"),)
+
+
+class Dispute(Base):
+    """A merchant contesting one discrepancy of a reconciliation run (one dispute per discrepancy).
+
+    Accepted, its redemption's discount becomes payable in the next settlement of that programme and
+    merchant; `settlement_id` is the batch that paid it (settled_redemptions keeps it paid only once)."""
+
+    __tablename__ = "disputes"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("reconciliation_runs.id"))
+    item_id: Mapped[int] = mapped_column(BigInteger, unique=True)  # reconciliation_items.id
+    program_id: Mapped[str] = mapped_column(String(36))
+    merchant_id: Mapped[str] = mapped_column(String(40))
+    category: Mapped[str] = mapped_column(String(24))
+    redemption_id: Mapped[str] = mapped_column(String(36))
+    voucher_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    order_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    amount_fen: Mapped[int] = mapped_column(BigInteger)  # the ledger's discount, as the run saw it
+    note: Mapped[str] = mapped_column(String(1000))
+    status: Mapped[str] = mapped_column(String(12))  # open, accepted, rejected
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    decision_note: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    settlement_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+
+    __table_args__ = (
+        Index("ix_disputes_merchant", "merchant_id", "created_at"),
+        Index("ix_disputes_payable", "program_id", "merchant_id", "status"),
+    )
 
 
 __all__ = [name for name in dir() if name[0].isupper()]

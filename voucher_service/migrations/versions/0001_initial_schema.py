@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-02 16:00:58.405618
+Create Date: 2026-12-02 16:01:28.080901
 """
 
 from __future__ import annotations
@@ -234,6 +234,11 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
+    with op.batch_alter_table("reconciliation_runs", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_reconciliation_runs_merchant", ["merchant_id", "created_at", "id"], unique=False
+        )
+
     op.create_table(
         "registry_imports",
         sa.Column(
@@ -294,6 +299,36 @@ def upgrade() -> None:
         sa.Column("county_code", sa.String(length=6), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
+    op.create_table(
+        "disputes",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("run_id", sa.String(length=36), nullable=False),
+        sa.Column("item_id", sa.BigInteger(), nullable=False),
+        sa.Column("program_id", sa.String(length=36), nullable=False),
+        sa.Column("merchant_id", sa.String(length=40), nullable=False),
+        sa.Column("category", sa.String(length=24), nullable=False),
+        sa.Column("redemption_id", sa.String(length=36), nullable=False),
+        sa.Column("voucher_id", sa.String(length=36), nullable=True),
+        sa.Column("order_id", sa.String(length=128), nullable=True),
+        sa.Column("amount_fen", sa.BigInteger(), nullable=False),
+        sa.Column("note", sa.String(length=1000), nullable=False),
+        sa.Column("status", sa.String(length=12), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("decided_by", sa.String(length=100), nullable=True),
+        sa.Column("decision_note", sa.String(length=1000), nullable=True),
+        sa.Column("settlement_id", sa.String(length=36), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["run_id"],
+            ["reconciliation_runs.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("item_id"),
+    )
+    with op.batch_alter_table("disputes", schema=None) as batch_op:
+        batch_op.create_index("ix_disputes_merchant", ["merchant_id", "created_at"], unique=False)
+        batch_op.create_index("ix_disputes_payable", ["program_id", "merchant_id", "status"], unique=False)
+
     op.create_table(
         "product_gtins",
         sa.Column("gtin", sa.String(length=14), nullable=False),
@@ -379,6 +414,9 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id"),
     )
+    with op.batch_alter_table("settlements", schema=None) as batch_op:
+        batch_op.create_index("ix_settlements_run", ["run_id"], unique=False)
+
     op.create_table(
         "sku_mappings",
         sa.Column("merchant_id", sa.String(length=40), nullable=False),
@@ -589,6 +627,9 @@ def downgrade() -> None:
 
     op.drop_table("staff_accounts")
     op.drop_table("sku_mappings")
+    with op.batch_alter_table("settlements", schema=None) as batch_op:
+        batch_op.drop_index("ix_settlements_run")
+
     op.drop_table("settlements")
     with op.batch_alter_table("reconciliation_items", schema=None) as batch_op:
         batch_op.drop_index("ix_reconciliation_items_run")
@@ -598,6 +639,11 @@ def downgrade() -> None:
     op.drop_table("program_suspensions")
     op.drop_table("program_merchants")
     op.drop_table("product_gtins")
+    with op.batch_alter_table("disputes", schema=None) as batch_op:
+        batch_op.drop_index("ix_disputes_payable")
+        batch_op.drop_index("ix_disputes_merchant")
+
+    op.drop_table("disputes")
     op.drop_table("suppliers")
     with op.batch_alter_table("statement_staging", schema=None) as batch_op:
         batch_op.drop_index("ix_statement_staging_order")
@@ -609,6 +655,9 @@ def downgrade() -> None:
 
     op.drop_table("revocation_events")
     op.drop_table("registry_imports")
+    with op.batch_alter_table("reconciliation_runs", schema=None) as batch_op:
+        batch_op.drop_index("ix_reconciliation_runs_merchant")
+
     op.drop_table("reconciliation_runs")
     op.drop_table("reconciliation_matches")
     op.drop_table("programs")
