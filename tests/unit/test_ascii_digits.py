@@ -11,10 +11,11 @@ import pytest
 
 from merchant_sdk.cli import parse_item
 from tests.unit.test_statements import PAY, WX_HEADER, WX_SUMMARY
+from voucher_service.domain.bills import parse_wechatpay
 from voucher_service.domain.clock import day_bounds, parse_rfc3339
 from voucher_service.domain.money import parse_yuan
 from voucher_service.domain.programs import is_time_zone
-from voucher_service.domain.statements import StatementError, parse_wechatpay
+from voucher_service.domain.statements import StatementError
 
 OTHER_DIGITS = ["١٢", "１２", "²", "12٣", "۱۲.۵۰", "१२", "๑๒"]
 

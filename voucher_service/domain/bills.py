@@ -135,7 +135,10 @@ def _local_time(line_no: int, name: str, text: str, zone: ZoneInfo) -> str:
         local = dt.datetime.fromisoformat(f"{day}T{clock}")
     except ValueError:
         raise StatementError(line_no, f"{name} {text!r} is not yyyy-MM-dd HH:mm:ss") from None
-    return rfc3339(local.replace(tzinfo=zone).astimezone(dt.UTC)) or ""
+    try:
+        return rfc3339(local.replace(tzinfo=zone).astimezone(dt.UTC)) or ""
+    except OverflowError:  # 0001-01-01 00:00:00 in Asia/Shanghai is before year 1 in UTC
+        raise StatementError(line_no, f"{name} {text!r} is outside the calendar in UTC") from None
 
 
 def _order(line_no: int, text: str) -> str:
