@@ -343,6 +343,9 @@ class Lifecycle(RuleBasedStateMachine):
             BASKET.filter(lambda b: sum(u * q for e, u, q in b if e) >= TIERS[v.tier][1]), label="basket"
         )
         t = self.tills[till]
+        # A till refreshes before it works offline; the server then judges max_offline_hours from here.
+        refreshed = self.merchant.get(f"/api/v1/merchant/programs?terminal_id={t.terminal_id}")
+        assert refreshed.status_code == 200, refreshed.get_json()
         items = self._items(basket)
         payload = {
             "token": v.token,
