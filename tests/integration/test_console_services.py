@@ -19,7 +19,7 @@ from voucher_service.services.ledger import BUCKETS
 from voucher_service.services.settlement import settle_run
 
 GOOD_ROW = (
-    "GX-2026-0001,guangxi,巴马香米 5kg,grain,S1,巴马供应商,451227,巴马瑶族自治县,6901234567892,"
+    "GX-2026-0001,guangxi,巴马香米 5kg,grain,S1,巴马供应商,451227,巴马瑶族自治县,6951234000172,"
     "2026-01-01,2027-12-31,active"
 )
 HEADER = (
@@ -83,7 +83,7 @@ def test_merchants_are_listed_with_their_enrolments(env: BooksEnv) -> None:
 
 
 def test_a_registry_upload_with_a_bad_line_names_it_and_commits_nothing(env: BooksEnv) -> None:
-    bad = GOOD_ROW.replace("GX-2026-0001", "GX-2026-0002").replace("6901234567892", "6901234567893")
+    bad = GOOD_ROW.replace("GX-2026-0001", "GX-2026-0002").replace("6951234000172", "6951234000173")
     out = console.import_registry_upload(env.ctx, f"{HEADER}\n{GOOD_ROW}\n{bad}\n".encode(), "test")
     assert out.result is None
     assert [e["line"] for e in out.errors] == ["3"]
