@@ -313,7 +313,7 @@ def offline_rules(
             select(ProgramSuspension.suspended_at)
             .where(
                 ProgramSuspension.program_id == program_id,
-                ProgramSuspension.suspended_at < at,  # a record on the very tick was made before it
+                ProgramSuspension.suspended_at <= at,
                 or_(ProgramSuspension.resumed_at.is_(None), ProgramSuspension.resumed_at > at),
             )
             .limit(1)
