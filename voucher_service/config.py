@@ -10,6 +10,10 @@ from pathlib import Path
 DEV_PASSPHRASE = "development-only-signing-passphrase"
 MIN_PRODUCTION_PASSPHRASE = 16
 ENVIRONMENTS = ("development", "test", "production")
+# What sits between the service and PostgreSQL: nothing, or a pooler (PgBouncer) in session or
+# transaction mode. Transaction mode hands each transaction to any server connection, so no state may
+# outlive a transaction: no server-side prepared statements (PgBouncer < 1.21 cannot carry them).
+POOLERS = ("none", "session", "transaction")
 
 
 class ConfigurationError(RuntimeError):
@@ -28,6 +32,7 @@ class Settings:
     sms_outbox: str | None
     var_dir: Path
     redis_prefix: str = "voucher:"
+    database_pooler: str = "none"
     # Tuning knobs with safe defaults; tests shorten some of them.
     otp_ttl_s: int = 300
     otp_max_attempts: int = 5
@@ -97,6 +102,10 @@ class Settings:
             redis_prefix=env_vars.get("VOUCHER_REDIS_PREFIX", "voucher:"),
             crash_after_commit=env == "test" and env_vars.get("VOUCHER_TEST_CRASH_AFTER_COMMIT") == "1",
         )
+        pooler = env_vars.get("VOUCHER_DATABASE_POOLER") or "none"
+        if pooler not in POOLERS:
+            raise ConfigurationError(f"VOUCHER_DATABASE_POOLER must be one of {', '.join(POOLERS)}, not {pooler!r}")
+        values["database_pooler"] = pooler
         if env_vars.get("VOUCHER_CLAIM_RATE_PER_MINUTE"):
             # Load tests and benchmarks claim far faster than any one holder or platform should.
             values["claim_rate_per_minute"] = int(env_vars["VOUCHER_CLAIM_RATE_PER_MINUTE"])

@@ -40,7 +40,7 @@ class ServiceContext:
         """Create the engine, session factory, store and key ring for these settings."""
         from voucher_service.adapters.db.models import SigningKey
 
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, pooler=settings.database_pooler)
         sessions = make_session_factory(engine)
 
         # Keys may be reloaded while the same thread holds SQLite's write lock (a claim signs inside
