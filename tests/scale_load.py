@@ -122,6 +122,12 @@ class MixedLoad:
         self._pool_lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
 
+    @property
+    def vouchers_left(self) -> int:
+        """Vouchers not yet sent for redemption."""
+        with self._pool_lock:
+            return len(self._pool)
+
     def __enter__(self) -> MixedLoad:
         for t in self._threads:
             t.start()

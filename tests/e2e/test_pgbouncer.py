@@ -111,7 +111,7 @@ def test_a_mixed_load_through_pgbouncer_keeps_the_books_and_every_key(
         with gunicorn_server(env, workers=2, threads=8, log_path=log_path) as base:
             load = MixedLoad(shop, [base], threads=6, pause_s=0.0)
             with load:
-                _run_until(lambda: not load._pool and load.seen.count("claim:201") >= 40)
+                _run_until(lambda: not load.vouchers_left and load.seen.count("claim:201") >= 40)
             load.replay_all()
             final = load.settle_keys()
             note = f"pgbouncer log:\n{bouncer.log()}\nserver log:\n{server_log(log_path)}"
