@@ -378,6 +378,12 @@ class StreamingPair:
         self._pg_ctl(self.replica_data, "-w", "start")
         self.started.append(self.replica_data)
 
+    def stop_replica(self) -> None:
+        self._pg_ctl(self.replica_data, "-m", "fast", "-w", "stop")
+
+    def start_replica(self) -> None:
+        self._pg_ctl(self.replica_data, "-w", "start")
+
     def sql(self, port: int, statement: str, database: str = "postgres") -> list[tuple[object, ...]]:
         import psycopg
 

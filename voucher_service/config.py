@@ -33,6 +33,10 @@ class Settings:
     var_dir: Path
     redis_prefix: str = "voucher:"
     database_pooler: str = "none"
+    # A streaming replica for reports, dashboards and listings, used while it is at most
+    # replica_max_lag_s behind the primary (see adapters.db.replica); None: everything on the primary.
+    database_replica_url: str | None = None
+    replica_max_lag_s: float = 5.0
     # Tuning knobs with safe defaults; tests shorten some of them.
     otp_ttl_s: int = 300
     otp_max_attempts: int = 5
@@ -106,6 +110,21 @@ class Settings:
         if pooler not in POOLERS:
             raise ConfigurationError(f"VOUCHER_DATABASE_POOLER must be one of {', '.join(POOLERS)}, not {pooler!r}")
         values["database_pooler"] = pooler
+        replica_url = env_vars.get("VOUCHER_DATABASE_REPLICA_URL") or None
+        if replica_url:
+            if not all(u.startswith(("postgresql", "postgres:")) for u in (database_url, replica_url)):
+                raise ConfigurationError(
+                    "VOUCHER_DATABASE_REPLICA_URL needs PostgreSQL for both it and VOUCHER_DATABASE_URL"
+                )
+            values["database_replica_url"] = replica_url
+        if env_vars.get("VOUCHER_DATABASE_REPLICA_MAX_LAG_S"):
+            try:
+                max_lag = float(env_vars["VOUCHER_DATABASE_REPLICA_MAX_LAG_S"])
+            except ValueError:
+                max_lag = -1.0
+            if not 0 <= max_lag <= 3600:
+                raise ConfigurationError("VOUCHER_DATABASE_REPLICA_MAX_LAG_S must be a number of seconds, 0-3600")
+            values["replica_max_lag_s"] = max_lag
         if env_vars.get("VOUCHER_CLAIM_RATE_PER_MINUTE"):
             # Load tests and benchmarks claim far faster than any one holder or platform should.
             values["claim_rate_per_minute"] = int(env_vars["VOUCHER_CLAIM_RATE_PER_MINUTE"])
