@@ -91,13 +91,20 @@ def open_shop(admin: Admin, ctx: Any, vouchers: int) -> Shop:
             {"code": "T20", "face_value_fen": 2000, "min_spend_fen": 6000, "quantity": T20_QUANTITY},
         ],
     )
-    platform = admin.create_merchant("电商平台", channels=("online",), platform=True, enrol_in=world.program_id)
+    platform = admin.create_merchant(
+        "电商平台", channels=("online",), platform=True, enrol_in=world.program_id
+    )
     tokens = [world.voucher("T50")[1] for _ in range(vouchers)]
     return Shop(world, platform, tokens)
 
 
 def post(
-    http: requests.Session, base: str, merchant: Any, path: str, raw: bytes, key: str | None = None,
+    http: requests.Session,
+    base: str,
+    merchant: Any,
+    path: str,
+    raw: bytes,
+    key: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> requests.Response | None:
     h = headers or merchant_headers(merchant.id, merchant.secret, "POST", path, raw)
@@ -158,14 +165,23 @@ class MixedLoad:
                 raw = json.dumps(checkout(token, [item(shop.world.catalog.rice, 3, 5000)])).encode()
                 seen.keyed[key] = (REDEEM_PATH, raw)
                 for attempt in range(2 if rng.random() < 0.5 else 1):
-                    resp = post(http, base if attempt == 0 else next(bases), shop.world.merchant, REDEEM_PATH, raw, key)
+                    resp = post(
+                        http,
+                        base if attempt == 0 else next(bases),
+                        shop.world.merchant,
+                        REDEEM_PATH,
+                        raw,
+                        key,
+                    )
                     seen.note("redeem" if attempt == 0 else "redeem-retry", resp)
                     if resp is not None and resp.status_code == 201:
                         with seen.lock:
                             seen.first_201.setdefault(key, resp.content)
             elif kind == 1:  # a claim without a key, replayed exactly later
                 raw = json.dumps({"tier": "T20", "holder_ref": f"plain-{no}-{n}"}).encode()
-                headers = merchant_headers(shop.platform.id, shop.platform.secret, "POST", shop.claims_path, raw)
+                headers = merchant_headers(
+                    shop.platform.id, shop.platform.secret, "POST", shop.claims_path, raw
+                )
                 resp = post(http, base, shop.platform, shop.claims_path, raw, headers=headers)
                 seen.note("claim", resp)
                 if resp is not None and resp.status_code == 201:
@@ -176,7 +192,9 @@ class MixedLoad:
                 raw = json.dumps({"tier": "T20", "holder_ref": f"keyed-{no}-{n}"}).encode()
                 seen.keyed[key] = (shop.claims_path, raw)
                 for attempt in range(2):
-                    resp = post(http, base if attempt == 0 else next(bases), shop.platform, shop.claims_path, raw, key)
+                    resp = post(
+                        http, base if attempt == 0 else next(bases), shop.platform, shop.claims_path, raw, key
+                    )
                     seen.note("keyed-claim" if attempt == 0 else "keyed-claim-retry", resp)
                     if resp is not None and resp.status_code == 201:
                         with seen.lock:
@@ -232,11 +250,15 @@ class MixedLoad:
         return f"answers: {dict(sorted(self.seen.answers.items()))}"
 
 
-def check_books(load: MixedLoad, settings: Settings, ctx: Any, final: dict[str, requests.Response], note: str) -> None:
+def check_books(
+    load: MixedLoad, settings: Settings, ctx: Any, final: dict[str, requests.Response], note: str
+) -> None:
     """Every invariant the scale tests share (see the module docstring)."""
     seen = load.seen
     summary = f"{note}\n{load.summary()}"
-    assert set(final) == set(seen.keyed), f"keys still stuck: {sorted(set(seen.keyed) - set(final))[:10]}\n{summary}"
+    assert set(final) == set(seen.keyed), (
+        f"keys still stuck: {sorted(set(seen.keyed) - set(final))[:10]}\n{summary}"
+    )
     assert not seen.bad_5xx, f"5xx that were not 503 with Retry-After: {seen.bad_5xx[:5]}\n{summary}"
     assert not seen.replays_accepted, f"replays accepted: {seen.replays_accepted[:5]}\n{summary}"
     for key, body in seen.first_201.items():  # a key's answer never changes once given
@@ -245,7 +267,9 @@ def check_books(load: MixedLoad, settings: Settings, ctx: Any, final: dict[str, 
     program_id = load.shop.world.program_id
     with ctx.sessions() as s:
         twice = s.execute(
-            select(Redemption.voucher_id, func.count()).group_by(Redemption.voucher_id).having(func.count() > 1)
+            select(Redemption.voucher_id, func.count())
+            .group_by(Redemption.voucher_id)
+            .having(func.count() > 1)
         ).all()
         assert twice == [], f"vouchers redeemed twice: {twice}"
         # Every platform claim names its own holder: two vouchers for one holder means a replay won.
@@ -263,16 +287,20 @@ def check_books(load: MixedLoad, settings: Settings, ctx: Any, final: dict[str, 
             )
         )
         assert issued_t20 is not None and issued_t20 <= T20_QUANTITY
-        redeemed = s.scalar(select(func.count()).select_from(Redemption).where(Redemption.program_id == program_id))
+        redeemed = s.scalar(
+            select(func.count()).select_from(Redemption).where(Redemption.program_id == program_id)
+        )
         # Each redemption key carries its own voucher: exactly one redemption per key answered 201.
         answered = sum(1 for k, r in final.items() if k.startswith("redeem-") and r.status_code == 201)
         assert redeemed == answered, (redeemed, answered, summary)
     audit = subprocess.run(
         [str(Path(sys.executable).with_name("voucher-admin")), "audit"],
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("VOUCHER_")}, **settings_env(settings)},
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("VOUCHER_")},
+            **settings_env(settings),
+        },
         capture_output=True,
         text=True,
         timeout=180,
     )
     assert audit.returncode == 0, (audit.stdout[-2000:], audit.stderr[-2000:], summary)
-

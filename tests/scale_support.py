@@ -33,7 +33,8 @@ PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
 def binary(name: str) -> str:
     """The path of a server binary, or skip the test saying what is missing."""
-    found = shutil.which(name) or next((str(d / name) for d in PG_BIN_DIRS if (d / name).exists()), None)
+    dirs = [*PG_BIN_DIRS, Path("/usr/sbin")]  # PostgreSQL's own tools; pgbouncer lives in sbin
+    found = shutil.which(name) or next((str(d / name) for d in dirs if (d / name).exists()), None)
     if not found:
         pytest.skip(f"{name} is not installed (scripts/ensure_services.sh installs it with apt-get)")
     return found
@@ -58,9 +59,7 @@ def _bindable(port: int) -> bool:
 def ports_from(candidates: range, n: int, *, spacing: int = 1) -> list[int]:
     """`n` ports of `candidates` that nobody uses now (a Redis node also uses port + 10000)."""
     found = [
-        p
-        for p in candidates
-        if _bindable(p) and not _listening(p) and (spacing == 1 or _bindable(p + 10000))
+        p for p in candidates if _bindable(p) and not _listening(p) and (spacing == 1 or _bindable(p + 10000))
     ]
     if len(found) < n:
         pytest.fail(f"fewer than {n} free ports in {candidates.start}-{candidates.stop - 1}: {found}")
@@ -110,7 +109,9 @@ def _run_as_postgres(cmd: Sequence[str], timeout_s: float = 120) -> None:
     proc = _as_postgres(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out, _ = proc.communicate(timeout=timeout_s)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{out.decode(errors='replace')[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(cmd)} exited {proc.returncode}:\n{out.decode(errors='replace')[-3000:]}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- Redis
@@ -119,7 +120,9 @@ def _run_as_postgres(cmd: Sequence[str], timeout_s: float = 120) -> None:
 class RedisClusterNodes:
     """`masters` Redis Cluster masters, each with `replicas` replicas, on REDIS_CLUSTER_PORTS."""
 
-    def __init__(self, workdir: Path, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 2000) -> None:
+    def __init__(
+        self, workdir: Path, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 2000
+    ) -> None:
         self.workdir = workdir
         self.replicas = replicas
         self.node_timeout_ms = node_timeout_ms
@@ -229,7 +232,9 @@ class RedisClusterNodes:
         replica = self.replica_of(master_port)
         self.procs[master_port].kill()
         self.procs[master_port].wait(10)
-        wait_until(lambda: replica in self.masters(), f"replica {replica} elected after {master_port} died", 60)
+        wait_until(
+            lambda: replica in self.masters(), f"replica {replica} elected after {master_port} died", 60
+        )
         self.wait_healthy()
         return replica
 
@@ -254,7 +259,9 @@ def redis_cluster(workdir: Path, masters: int = 3, replicas: int = 1) -> Iterato
 class PgBouncer:
     """Debian's pgbouncer in transaction mode in front of a PostgreSQL server, for named databases."""
 
-    def __init__(self, upstream_host: str, upstream_port: int, databases: Sequence[str], pool_size: int = 20) -> None:
+    def __init__(
+        self, upstream_host: str, upstream_port: int, databases: Sequence[str], pool_size: int = 20
+    ) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.databases = list(databases)
         self.pool_size = pool_size
@@ -304,7 +311,8 @@ pidfile = {self.dir / "pgbouncer.pid"}
         import psycopg
 
         with psycopg.connect(
-            f"host=127.0.0.1 port={self.port} dbname=pgbouncer user=postgres", autocommit=True,
+            f"host=127.0.0.1 port={self.port} dbname=pgbouncer user=postgres",
+            autocommit=True,
             prepare_threshold=None,
         ) as conn:
             cur = conn.execute(f"SHOW {what}")
@@ -321,7 +329,9 @@ pidfile = {self.dir / "pgbouncer.pid"}
 
 
 @contextlib.contextmanager
-def pgbouncer(upstream_host: str, upstream_port: int, databases: Sequence[str], pool_size: int = 20) -> Iterator[PgBouncer]:
+def pgbouncer(
+    upstream_host: str, upstream_port: int, databases: Sequence[str], pool_size: int = 20
+) -> Iterator[PgBouncer]:
     bouncer = PgBouncer(upstream_host, upstream_port, databases, pool_size)
     try:
         bouncer.start()
@@ -356,10 +366,14 @@ class StreamingPair:
         return self.url(self.primary_port)
 
     def _pg_ctl(self, data: Path, *args: str) -> None:
-        _run_as_postgres([binary("pg_ctl"), "-D", str(data), "-l", str(data.parent / f"{data.name}.log"), *args])
+        _run_as_postgres(
+            [binary("pg_ctl"), "-D", str(data), "-l", str(data.parent / f"{data.name}.log"), *args]
+        )
 
     def start(self) -> None:
-        _run_as_postgres([binary("initdb"), "-D", str(self.primary_data), "-A", "trust", "-U", "postgres", "-E", "UTF8"])
+        _run_as_postgres(
+            [binary("initdb"), "-D", str(self.primary_data), "-A", "trust", "-U", "postgres", "-E", "UTF8"]
+        )
         with (self.primary_data / "postgresql.conf").open("a") as conf:
             conf.write(
                 f"port = {self.primary_port}\nlisten_addresses = '127.0.0.1'\n"
@@ -387,7 +401,9 @@ class StreamingPair:
     def sql(self, port: int, statement: str, database: str = "postgres") -> list[tuple[object, ...]]:
         import psycopg
 
-        with psycopg.connect(f"host=127.0.0.1 port={port} dbname={database} user=postgres", autocommit=True) as c:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={port} dbname={database} user=postgres", autocommit=True
+        ) as c:
             cur = c.execute(statement)  # type: ignore[arg-type]
             return cur.fetchall() if cur.description else []
 

@@ -62,7 +62,9 @@ def test_an_engine_for_a_transaction_pooler_never_prepares_statements(
 def test_the_pooler_setting_is_read_from_the_environment_and_checked(tmp_path: Path) -> None:
     base = {"VOUCHER_VAR_DIR": str(tmp_path)}
     assert Settings.from_env(base).database_pooler == "none"
-    assert Settings.from_env({**base, "VOUCHER_DATABASE_POOLER": "transaction"}).database_pooler == "transaction"
+    assert (
+        Settings.from_env({**base, "VOUCHER_DATABASE_POOLER": "transaction"}).database_pooler == "transaction"
+    )
     from voucher_service.config import ConfigurationError
 
     with pytest.raises(ConfigurationError):

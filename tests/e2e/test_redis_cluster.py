@@ -52,7 +52,8 @@ def test_codes_limits_gates_nonces_and_caches_work_on_a_redis_cluster(
             # One-time codes: sent, used once, never again.
             me = consumer_headers(client, settings.sms_outbox or "", PHONE)
             again = client.post(
-                "/api/v1/consumer/sessions", json={"phone": PHONE, "code": sms_code(settings.sms_outbox or "", PHONE)}
+                "/api/v1/consumer/sessions",
+                json={"phone": PHONE, "code": sms_code(settings.sms_outbox or "", PHONE)},
             )
             assert again.status_code == 401, again.get_json()
 
@@ -69,7 +70,9 @@ def test_codes_limits_gates_nonces_and_caches_work_on_a_redis_cluster(
             assert ctx.store.get(sold_out_key(program["id"], "T50")) is not None
 
             # Merchant request nonces: an exact replay is refused.
-            platform = admin.create_merchant("平台", channels=("online",), platform=True, enrol_in=program["id"])
+            platform = admin.create_merchant(
+                "平台", channels=("online",), platform=True, enrol_in=program["id"]
+            )
             raw = json.dumps({"tier": "T50", "holder_ref": "cluster-1"}).encode()
             headers = merchant_headers(platform.id, platform.secret, "POST", claims, raw)
             assert problem_code(client.post(claims, data=raw, headers=headers)) == "tier_sold_out"

@@ -39,7 +39,9 @@ def two_instances(env: dict[str, str], tmp_path: Path) -> Any:
         yield [a, b]
 
 
-def _storm_over(bases: list[str], program_id: str, platform: dict[str, Any]) -> list[tuple[int, str, str | None]]:
+def _storm_over(
+    bases: list[str], program_id: str, platform: dict[str, Any]
+) -> list[tuple[int, str, str | None]]:
     """The claim storm of test_claim_storm, every other claim to the other instance."""
     path = f"/api/v1/programs/{program_id}/claims"
     local = threading.local()
@@ -85,7 +87,9 @@ def test_keys_retried_and_requests_replayed_on_the_other_instance_take_effect_on
             deadline = threading.Event()
             timer = threading.Timer(120, deadline.set)
             timer.start()
-            while not (not load.vouchers_left and load.seen.count("claim:201") >= 40) and not deadline.is_set():
+            while (
+                not (not load.vouchers_left and load.seen.count("claim:201") >= 40) and not deadline.is_set()
+            ):
                 deadline.wait(0.2)
             timer.cancel()
         load.replay_all()
