@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,10 +119,9 @@ class Settings:
                 )
             values["database_replica_url"] = replica_url
         if env_vars.get("VOUCHER_DATABASE_REPLICA_MAX_LAG_S"):
-            try:
-                max_lag = float(env_vars["VOUCHER_DATABASE_REPLICA_MAX_LAG_S"])
-            except ValueError:
-                max_lag = -1.0
+            raw = env_vars["VOUCHER_DATABASE_REPLICA_MAX_LAG_S"].strip()
+            # ASCII digits only: float() would also take '２' or 'nan'.
+            max_lag = float(raw) if re.fullmatch(r"[0-9]{1,4}(\.[0-9]{1,3})?", raw) else -1.0
             if not 0 <= max_lag <= 3600:
                 raise ConfigurationError("VOUCHER_DATABASE_REPLICA_MAX_LAG_S must be a number of seconds, 0-3600")
             values["replica_max_lag_s"] = max_lag

@@ -21,7 +21,6 @@ from tests.scale_load import MixedLoad, check_books, open_shop
 from tests.scale_support import PgBouncer, pgbouncer
 from voucher_service import create_app
 from voucher_service.adapters.db.engine import make_engine
-from voucher_service.config import Settings
 from voucher_service.services.credentials import create_admin_token
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -57,18 +56,6 @@ def test_an_engine_for_a_transaction_pooler_never_prepares_statements(
         finally:
             engine.dispose()
             plain.dispose()
-
-
-def test_the_pooler_setting_is_read_from_the_environment_and_checked(tmp_path: Path) -> None:
-    base = {"VOUCHER_VAR_DIR": str(tmp_path)}
-    assert Settings.from_env(base).database_pooler == "none"
-    assert (
-        Settings.from_env({**base, "VOUCHER_DATABASE_POOLER": "transaction"}).database_pooler == "transaction"
-    )
-    from voucher_service.config import ConfigurationError
-
-    with pytest.raises(ConfigurationError):
-        Settings.from_env({**base, "VOUCHER_DATABASE_POOLER": "statement"})
 
 
 def test_a_claim_storm_through_pgbouncer_in_transaction_mode_issues_exactly_the_tier(

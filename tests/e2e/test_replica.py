@@ -17,7 +17,6 @@ from tests.helpers import Admin
 from tests.redemption_support import World, item, make_world
 from tests.scale_support import StreamingPair, streaming_pair, wait_until
 from voucher_service import create_app
-from voucher_service.config import ConfigurationError, Settings
 from voucher_service.services.credentials import create_admin_token
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -128,19 +127,3 @@ def test_reads_go_to_the_primary_while_the_replica_is_down(
         pair.start_replica()
     wait_until(lambda: _caught_up(ctx), "the replica back and caught up", timeout_s=60)
     assert _reported(world) == 2
-
-
-def test_the_replica_settings_are_read_from_the_environment_and_checked(tmp_path: Path) -> None:
-    pg = "postgresql+psycopg://u@h/db"
-    base = {"VOUCHER_VAR_DIR": str(tmp_path), "VOUCHER_DATABASE_URL": pg}
-    plain = Settings.from_env(base)
-    assert plain.database_replica_url is None and plain.replica_max_lag_s == 5.0
-    read = Settings.from_env(
-        {**base, "VOUCHER_DATABASE_REPLICA_URL": pg + "r", "VOUCHER_DATABASE_REPLICA_MAX_LAG_S": "2.5"}
-    )
-    assert read.database_replica_url == pg + "r" and read.replica_max_lag_s == 2.5
-    for bad in ({"VOUCHER_DATABASE_REPLICA_MAX_LAG_S": "soon"}, {"VOUCHER_DATABASE_REPLICA_MAX_LAG_S": "-1"}):
-        with pytest.raises(ConfigurationError):
-            Settings.from_env({**base, **bad})
-    with pytest.raises(ConfigurationError):  # SQLite has no streaming replica
-        Settings.from_env({"VOUCHER_VAR_DIR": str(tmp_path), "VOUCHER_DATABASE_REPLICA_URL": pg})
