@@ -109,7 +109,7 @@ def dashboard(ctx: ServiceContext, program_id: str) -> dict[str, Any]:
 
 def list_merchants(ctx: ServiceContext) -> list[dict[str, Any]]:
     """Every merchant, newest first, with the programmes it is enrolled in."""
-    with ctx.read_session() as s:
+    with ctx.sessions() as s:
         enrolled: dict[str, list[str]] = {}
         for pid, mid in s.execute(
             select(Enrolment.program_id, Enrolment.merchant_id).order_by(Enrolment.enrolled_at)
@@ -125,7 +125,7 @@ def list_merchants(ctx: ServiceContext) -> list[dict[str, Any]]:
 
 def list_enrolments(ctx: ServiceContext, program_id: str) -> list[dict[str, Any]]:
     """The merchants enrolled in a programme, in order of enrolment."""
-    with ctx.read_session() as s:
+    with ctx.sessions() as s:
         if s.get(Program, program_id) is None:
             raise NotFound(f"No programme {program_id}.")
         rows = s.execute(
