@@ -28,10 +28,10 @@ SERVER_CONNECTIONS = 4  # far fewer than the 2 workers x 8 threads that share th
 
 
 def _bouncer_for(direct: str) -> tuple[Any, str]:
+    """A pgbouncer (not yet started) for the database of `direct`, and that database's name."""
     url = make_url(direct)
-    return pgbouncer(url.host or "127.0.0.1", url.port or 5432, [url.database or ""], SERVER_CONNECTIONS), (
-        url.database or ""
-    )
+    database = url.database or ""
+    return pgbouncer(url.host or "127.0.0.1", url.port or 5432, [database], SERVER_CONNECTIONS), database
 
 
 def _server_connections(bouncer: PgBouncer, database: str) -> int:
@@ -63,7 +63,7 @@ def test_a_claim_storm_through_pgbouncer_in_transaction_mode_issues_exactly_the_
 ) -> None:
     direct = pg_database_factory()
     settings = make_settings(tmp_path, direct)
-    program_id, platform = _seed(settings)  # migrations run on the primary directly, as in production
+    program_id, platform = _seed(settings)  # migrations straight to PostgreSQL
     cm, database = _bouncer_for(direct)
     with cm as bouncer:
         env = _server_env(settings, REDIS_URL) | {
