@@ -79,7 +79,7 @@ def _caught_up(ctx: Any) -> bool:
 def test_reports_and_listings_read_the_replica_within_its_bound_and_the_primary_beyond_it(
     pair: StreamingPair, service: tuple[Any, Any, World]
 ) -> None:
-    _app, ctx, world = service
+    app, ctx, world = service
     _redeem(world)
     wait_until(lambda: _caught_up(ctx) and _reported(world) == 1, "the replica replaying the redemption")
 
@@ -110,6 +110,14 @@ def test_reports_and_listings_read_the_replica_within_its_bound_and_the_primary_
     pair.sql(pair.replica_port, "SELECT pg_wal_replay_resume()")
     wait_until(lambda: _caught_up(ctx), "the replica catching up after replay resumed")
     assert _reported(world) == 2
+
+    # /metrics says where those reads went and how far behind the replica may be.
+    metrics = app.test_client().get("/metrics").get_data(as_text=True)
+    served = {t: ctx.replica_reads.served[t] for t in ("replica", "primary")}
+    assert served["replica"] > 0 and served["primary"] > 0, served
+    assert 'voucher_replica_reads_total{target="replica"}' in metrics
+    lag = next(line for line in metrics.splitlines() if line.startswith("voucher_replica_lag_seconds "))
+    assert 0 <= float(lag.split()[1]) < 1, lag
 
 
 def test_reads_go_to_the_primary_while_the_replica_is_down(

@@ -57,10 +57,15 @@ class ReplicaReads:
         self._as_of: float | None = None
         self._checked_at: float | None = None
         self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self.served = {"replica": 0, "primary": 0}  # sessions handed out, for /metrics
 
     def __call__(self) -> Session:
         """A session for a read that may be up to `max_lag_s` behind the primary."""
-        return (self.replica_sessions if self.replica_fresh() else self.primary_sessions)()
+        target = "replica" if self.replica_fresh() else "primary"
+        with self._count_lock:
+            self.served[target] += 1
+        return (self.replica_sessions if target == "replica" else self.primary_sessions)()
 
     def replica_fresh(self) -> bool:
         """Tell whether the replica holds all the primary committed `max_lag_s` ago (measuring if due)."""
