@@ -78,6 +78,7 @@ def test_a_claim_storm_through_pgbouncer_in_transaction_mode_issues_exactly_the_
     _check(results, settings, program_id)
 
 
+@pytest.mark.timeout(600)  # a loaded machine: the load waits for progress, never for a fixed time
 def test_a_mixed_load_through_pgbouncer_keeps_the_books_and_every_key(
     tmp_path: Path, pg_database_factory: Callable[[], str]
 ) -> None:

@@ -78,13 +78,14 @@ def test_codes_limits_gates_nonces_and_caches_work_on_a_redis_cluster(
             assert problem_code(client.post(claims, data=raw, headers=headers)) == "tier_sold_out"
             assert problem_code(client.post(claims, data=raw, headers=headers)) == "replayed_request"
 
-            # Rate limits count in the cluster: the second claim in the minute is refused.
+            # Rate limits count in the cluster: of three claims in a row (a minute's window may turn
+            # between two of them, but not twice), one is refused.
             ctx.settings = dataclasses.replace(ctx.settings, claim_rate_per_minute=1)
             other = consumer_headers(client, settings.sms_outbox or "", "13912340002")
-            client.post(claims, json={"tier": "T50"}, headers=other)
-            limited = client.post(claims, json={"tier": "T50"}, headers=other)
-            assert limited.status_code == 429 and problem_code(limited) == "rate_limited"
-            assert limited.headers.get("Retry-After")
+            answers = [client.post(claims, json={"tier": "T50"}, headers=other) for _ in range(3)]
+            limited = [r for r in answers if r.status_code == 429]
+            assert limited and problem_code(limited[0]) == "rate_limited", [r.get_json() for r in answers]
+            assert limited[0].headers.get("Retry-After")
 
             # The keys really are spread over the cluster's masters.
             spread = _keys_per_master(cluster, settings.redis_prefix)
@@ -106,6 +107,7 @@ def test_a_claim_storm_on_a_redis_cluster_issues_exactly_the_tier(
         _check(results, settings, program_id)
 
 
+@pytest.mark.timeout(600)  # a loaded machine: the load waits for progress, never for a fixed time
 def test_a_failover_and_a_killed_master_under_load_keep_the_books_and_replay_protection(
     tmp_path: Path, pg_database_factory: Callable[[], str]
 ) -> None:

@@ -72,6 +72,7 @@ def test_a_claim_storm_over_two_instances_issues_exactly_the_tier(
     _check(results, settings, program_id)
 
 
+@pytest.mark.timeout(600)  # a loaded machine: the load waits for progress, never for a fixed time
 def test_keys_retried_and_requests_replayed_on_the_other_instance_take_effect_once(
     tmp_path: Path, pg_database_factory: Callable[[], str]
 ) -> None:
