@@ -58,6 +58,24 @@ def test_an_engine_for_a_transaction_pooler_never_prepares_statements(
             plain.dispose()
 
 
+def test_init_db_runs_through_pgbouncer_and_again_changes_nothing(
+    tmp_path: Path, pg_database_factory: Callable[[], str]
+) -> None:
+    direct = pg_database_factory()
+    cm, database = _bouncer_for(direct)
+    with cm as bouncer:
+        settings = make_settings(tmp_path, bouncer.url(database), database_pooler="transaction")
+        for _ in range(2):  # one transaction with an advisory transaction lock: safe in transaction mode
+            prepare(settings).engine.dispose()
+    ctx = prepare(make_settings(tmp_path, direct))
+    try:
+        with ctx.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
+            assert conn.exec_driver_sql("SELECT count(*) FROM signing_keys").scalar()
+    finally:
+        ctx.engine.dispose()
+
+
 def test_a_claim_storm_through_pgbouncer_in_transaction_mode_issues_exactly_the_tier(
     tmp_path: Path, pg_database_factory: Callable[[], str]
 ) -> None:
