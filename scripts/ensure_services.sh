@@ -1,6 +1,19 @@
 #!/usr/bin/env bash
-# Start PostgreSQL and Redis on this machine if they are not answering already.
+# Start PostgreSQL and Redis on this machine if they are not answering already, and install what the
+# scale tests start servers of their own with (redis-cli for a Redis Cluster, pgbouncer, initdb and
+# pg_basebackup for a streaming replica) when it is missing.
 set -euo pipefail
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+command -v pgbouncer >/dev/null 2>&1 || [[ -x /usr/sbin/pgbouncer ]] || need+=(pgbouncer)
+command -v pg_basebackup >/dev/null 2>&1 || need+=(postgresql-client)
+if [[ ${#need[@]} -gt 0 ]]; then
+  echo "installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
 if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
   echo "starting PostgreSQL"
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start

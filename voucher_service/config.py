@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,10 @@ from pathlib import Path
 DEV_PASSPHRASE = "development-only-signing-passphrase"
 MIN_PRODUCTION_PASSPHRASE = 16
 ENVIRONMENTS = ("development", "test", "production")
+# What sits between the service and PostgreSQL: nothing, or a pooler (PgBouncer) in session or
+# transaction mode. Transaction mode hands each transaction to any server connection, so no state may
+# outlive a transaction: no server-side prepared statements (PgBouncer < 1.21 cannot carry them).
+POOLERS = ("none", "session", "transaction")
 
 
 class ConfigurationError(RuntimeError):
@@ -28,6 +33,11 @@ class Settings:
     sms_outbox: str | None
     var_dir: Path
     redis_prefix: str = "voucher:"
+    database_pooler: str = "none"
+    # A streaming replica for reports, dashboards and listings, used while it is at most
+    # replica_max_lag_s behind the primary (see adapters.db.replica); None: everything on the primary.
+    database_replica_url: str | None = None
+    replica_max_lag_s: float = 5.0
     # Tuning knobs with safe defaults; tests shorten some of them.
     otp_ttl_s: int = 300
     otp_max_attempts: int = 5
@@ -97,6 +107,24 @@ class Settings:
             redis_prefix=env_vars.get("VOUCHER_REDIS_PREFIX", "voucher:"),
             crash_after_commit=env == "test" and env_vars.get("VOUCHER_TEST_CRASH_AFTER_COMMIT") == "1",
         )
+        pooler = env_vars.get("VOUCHER_DATABASE_POOLER") or "none"
+        if pooler not in POOLERS:
+            raise ConfigurationError(f"VOUCHER_DATABASE_POOLER must be one of {', '.join(POOLERS)}, not {pooler!r}")
+        values["database_pooler"] = pooler
+        replica_url = env_vars.get("VOUCHER_DATABASE_REPLICA_URL") or None
+        if replica_url:
+            if not all(u.startswith(("postgresql", "postgres:")) for u in (database_url, replica_url)):
+                raise ConfigurationError(
+                    "VOUCHER_DATABASE_REPLICA_URL needs PostgreSQL for both it and VOUCHER_DATABASE_URL"
+                )
+            values["database_replica_url"] = replica_url
+        if env_vars.get("VOUCHER_DATABASE_REPLICA_MAX_LAG_S"):
+            raw = env_vars["VOUCHER_DATABASE_REPLICA_MAX_LAG_S"].strip()
+            # ASCII digits only: float() would also take '２' or 'nan'.
+            max_lag = float(raw) if re.fullmatch(r"[0-9]{1,4}(\.[0-9]{1,3})?", raw) else -1.0
+            if not 0 <= max_lag <= 3600:
+                raise ConfigurationError("VOUCHER_DATABASE_REPLICA_MAX_LAG_S must be a number of seconds, 0-3600")
+            values["replica_max_lag_s"] = max_lag
         if env_vars.get("VOUCHER_CLAIM_RATE_PER_MINUTE"):
             # Load tests and benchmarks claim far faster than any one holder or platform should.
             values["claim_rate_per_minute"] = int(env_vars["VOUCHER_CLAIM_RATE_PER_MINUTE"])

@@ -213,10 +213,11 @@ def make_store(url: str | None, prefix: str) -> FastStore:
     if not url:
         return MemoryStore()
     import redis
-    from redis.cluster import RedisCluster
 
-    if url.startswith("redis+cluster://"):
-        client: object = RedisCluster.from_url("redis://" + url.split("://", 1)[1])
+    from voucher_service.adapters.redis_cluster import cluster_client, is_cluster_url
+
+    if is_cluster_url(url):
+        client: object = cluster_client(url)
     else:
         client = redis.Redis.from_url(
             url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30

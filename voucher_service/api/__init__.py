@@ -12,7 +12,7 @@ from sqlalchemy import text
 from voucher_service.api import admin, consumer, disputes, merchant, offline, products, public, reports
 from voucher_service.api.auth import service_context
 from voucher_service.api.errors import register_error_handlers
-from voucher_service.api.metrics import Metrics
+from voucher_service.api.metrics import Metrics, replica_lines
 from voucher_service.api.openapi import build_openapi
 from voucher_service.api.routing import buffer_chunked_body, json_response
 from voucher_service.services.credentials import MerchantCache
@@ -47,7 +47,11 @@ def metrics() -> Response:
     """Prometheus text exposition of this worker."""
     from flask import current_app
 
-    return Response(current_app.extensions["voucher_metrics"].render(), mimetype="text/plain; version=0.0.4")
+    text_out = current_app.extensions["voucher_metrics"].render()
+    reads = service_context().replica_reads
+    if reads is not None:
+        text_out += replica_lines(reads.lag_s(), dict(reads.served))
+    return Response(text_out, mimetype="text/plain; version=0.0.4")
 
 
 @ops.get("/api/v1/openapi.json")

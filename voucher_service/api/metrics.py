@@ -75,3 +75,16 @@ class Metrics:
             for event, n in sorted(self.events.items()):
                 lines.append(f'voucher_events_total{{event="{event}"}} {n}')
         return "\n".join(lines) + "\n"
+
+
+def replica_lines(lag_s: float | None, served: dict[str, int]) -> str:
+    """The read replica's gauges: how far behind it may be (-1: unknown) and where lag-tolerant reads went."""
+    lines = [
+        "# HELP voucher_replica_lag_seconds Upper bound of the read replica's lag as last measured (-1: unknown).",
+        "# TYPE voucher_replica_lag_seconds gauge",
+        f"voucher_replica_lag_seconds {-1 if lag_s is None else round(lag_s, 3)}",
+        "# HELP voucher_replica_reads_total Lag-tolerant reads (reports, listings) by the server that served them.",
+        "# TYPE voucher_replica_reads_total counter",
+    ]
+    lines += [f'voucher_replica_reads_total{{target="{t}"}} {n}' for t, n in sorted(served.items())]
+    return "\n".join(lines) + "\n"

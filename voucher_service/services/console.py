@@ -51,7 +51,7 @@ def dashboard(ctx: ServiceContext, program_id: str) -> dict[str, Any]:
     program = programs.get_program(ctx, program_id)
     books = audit.program_books(ctx, program_id)
     tz = program["timezone"]
-    with ctx.sessions() as s:
+    with ctx.read_session() as s:
         tiers: dict[str, dict[str, Any]] = {
             t.code: {
                 "code": t.code,

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from voucher_service.adapters.db.engine import make_engine, make_session_factory
+from voucher_service.adapters.db.replica import ReplicaReads
 from voucher_service.adapters.redis_store import FastStore, make_store
 from voucher_service.adapters.secret_box import SecretBox
 from voucher_service.adapters.signing import KeyRing
@@ -34,13 +35,15 @@ class ServiceContext:
     sms: SmsSender
     box: SecretBox
     clock: Callable[[], dt.datetime] = field(default=utcnow)
+    # Reports, dashboards and listings may read from a streaming replica (VOUCHER_DATABASE_REPLICA_URL).
+    replica_reads: ReplicaReads | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> ServiceContext:
         """Create the engine, session factory, store and key ring for these settings."""
         from voucher_service.adapters.db.models import SigningKey
 
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, pooler=settings.database_pooler)
         sessions = make_session_factory(engine)
 
         # Keys may be reloaded while the same thread holds SQLite's write lock (a claim signs inside
@@ -55,15 +58,25 @@ class ServiceContext:
             with key_reader() as s:
                 return list(s.scalars(select(SigningKey).where(SigningKey.status != "expired")))
 
+        replica_reads = None
+        if settings.database_replica_url:
+            replica = make_engine(settings.database_replica_url, pooler=settings.database_pooler, pool_size=5)
+            replica_reads = ReplicaReads(engine, sessions, replica, max_lag_s=settings.replica_max_lag_s)
         return cls(
             settings=settings,
             engine=engine,
             sessions=sessions,
+            replica_reads=replica_reads,
             store=make_store(settings.redis_url, settings.redis_prefix),
             keys=KeyRing(load_keys, settings.signing_key_passphrase),
             sms=make_sms(settings.sms_outbox),
             box=SecretBox(settings.secret_key),
         )
+
+    def read_session(self) -> Session:
+        """A session for a read that may lag the primary by up to the replica's bound: reports, dashboards,
+        listings. Never for money: a claim, a redemption or anything deciding one uses `sessions`."""
+        return (self.replica_reads or self.sessions)()
 
     def now(self) -> dt.datetime:
         """The service's clock (tests may replace it)."""

@@ -450,7 +450,7 @@ def list_runs(ctx: ServiceContext, program_id: str | None = None, limit: int = 1
     query = select(ReconciliationRun).order_by(ReconciliationRun.created_at.desc(), ReconciliationRun.id)
     if program_id is not None:
         query = query.where(ReconciliationRun.program_id == program_id)
-    with ctx.sessions() as s:
+    with ctx.read_session() as s:
         runs = list(s.scalars(query.limit(limit)))
     return [_run_json(r) for r in runs]
 

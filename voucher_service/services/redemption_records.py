@@ -141,7 +141,7 @@ def list_redemptions(
             or_(Redemption.redeemed_at < at, and_(Redemption.redeemed_at == at, Redemption.id < rid))
         )
     query = query.order_by(Redemption.redeemed_at.desc(), Redemption.id.desc()).limit(limit + 1)
-    with ctx.sessions() as s:
+    with ctx.read_session() as s:
         rows = list(s.scalars(query))
         page = rows[:limit]
         by_redemption: dict[str, list[RedemptionLine]] = {r.id: [] for r in page}

@@ -114,7 +114,7 @@ def progress(sales_fen: int, target_fen: int) -> tuple[int | None, str | None]:
 
 def counties_report(ctx: ServiceContext, program_id: str) -> dict[str, Any]:
     """The programme's producing counties (with sales, or with a target) in county-code order."""
-    with ctx.sessions() as s:
+    with ctx.read_session() as s:
         if s.get(Program, program_id) is None:
             raise NotFound(f"No programme {program_id}.")
         totals = county_totals(s, program_id)

@@ -19,8 +19,12 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, *, sqlite_write_lock: bool = True, **kwargs: Any) -> Engine:
-    """Build an engine; SQLite gets WAL, a busy timeout and (unless told not to) write-locking transactions."""
+def make_engine(url: str, *, sqlite_write_lock: bool = True, pooler: str = "none", **kwargs: Any) -> Engine:
+    """Build an engine; SQLite gets WAL, a busy timeout and (unless told not to) write-locking transactions.
+
+    Behind a transaction-mode pooler (`pooler="transaction"`, PgBouncer) psycopg prepares nothing: a
+    prepared statement lives in one server connection, and the next transaction may get another.
+    """
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -36,6 +40,8 @@ def make_engine(url: str, *, sqlite_write_lock: bool = True, **kwargs: Any) -> E
     # connection the server closed (pg_terminate_backend, a restart, a cut network) has its FATAL
     # notice or EOF waiting there, and is replaced before the request uses it.
     kwargs.setdefault("pool_recycle", 1800)
+    if pooler == "transaction":
+        kwargs["connect_args"] = {**kwargs.get("connect_args", {}), "prepare_threshold": None}
     engine = create_engine(url, **kwargs)
     event.listen(engine, "checkout", _refuse_closed_connection)
     return engine
