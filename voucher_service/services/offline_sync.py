@@ -131,6 +131,7 @@ def _program_json(p: Program, tiers: Sequence[Tier]) -> dict[str, Any]:
         "ends_at": rfc3339(p.ends_at),
         "timezone": p.timezone,
         "channels": list(p.channels),
+        "holder_binding": p.holder_binding,
         "tiers": [
             {"code": t.code, "face_value_fen": t.face_value_fen, "min_spend_fen": t.min_spend_fen}
             for t in tiers
