@@ -321,11 +321,17 @@ class VoucherClient:
         holder_ref: str,
         holder_phone: str | None = None,
         idempotency_key: str | None = None,
+        device_key: Mapping[str, Any] | None = None,
     ) -> Claim:
-        """Claim a voucher for one of a platform's users (POST /api/v1/programs/{id}/claims)."""
+        """Claim a voucher for one of a platform's users (POST /api/v1/programs/{id}/claims).
+
+        `device_key`: the public JWK (EC P-256) of the key the user's app holds, for a programme with
+        holder binding (CONTRACT §10); the app then shows VP1 live codes made with it."""
         body: dict[str, Any] = {"tier": tier, "holder_ref": holder_ref}
         if holder_phone is not None:
             body["holder_phone"] = holder_phone
+        if device_key is not None:
+            body["device_key"] = {k: device_key[k] for k in ("kty", "crv", "x", "y") if k in device_key}
         key = idempotency_key or str(uuid.uuid4())
         path = f"/api/v1/programs/{seg(program_id)}/claims"
         return Claim.from_json(self.request("POST", path, json_body=body, idempotency_key=key))

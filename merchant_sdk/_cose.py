@@ -375,19 +375,37 @@ def parse_presentation(text: str) -> ParsedPresentation:
     protected, payload, signature = _sign1_members(raw)
     if protected != _VP_PROTECTED:
         raise TokenMalformed("The live code's protected header must be {1: -7}.")
-    try:
-        body = cbor2.loads(payload)
-        at, inner = body[VP_CLAIM_IAT], body[VP_CLAIM_TOKEN]
-    except Exception:
-        raise TokenMalformed("The live code's payload is not {6: iat, -70201: VC1}.") from None
-    if type(at) is not int or type(inner) is not bytes or len(body) != 2:
-        raise TokenMalformed("The live code's payload members have the wrong types.")
-    if cbor2.dumps({VP_CLAIM_IAT: at, VP_CLAIM_TOKEN: inner}) != payload:
-        raise TokenMalformed("The live code's payload is not in deterministic CBOR.")
+    at, inner = _presentation_payload(payload)
     t_protected, t_payload, t_signature = _sign1_members(inner)
     return ParsedPresentation(
         ParsedToken(_kid_of(t_protected), t_protected, t_payload, t_signature), payload, signature, at
     )
+
+
+def _presentation_payload(payload: bytes) -> tuple[int, bytes]:
+    """(iat, VC1 bytes) of the one encoding: map(2), 6, a shortest uint, -70201, a shortest bstr, end."""
+    bad = TokenMalformed("The live code's payload is not {6: iat, -70201: VC1} in deterministic CBOR.")
+    if payload[:2] != b"\xa2\x06" or len(payload) < 3:
+        raise bad
+    h = payload[2]
+    if h < 0x18:
+        at, pos = h, 3
+    elif 0x18 <= h <= 0x1B:
+        size = 1 << (h - 0x18)
+        at, pos = int.from_bytes(payload[3 : 3 + size], "big"), 3 + size
+        if pos > len(payload) or at < (24 if size == 1 else 1 << (4 * size)):
+            raise bad  # truncated, or not the shortest head for the value
+    else:
+        raise bad
+    if payload[pos : pos + 5] != b"\x3a\x00\x01\x12\x38":
+        raise bad
+    try:
+        inner, end = _bstr_at(payload, pos + 5)
+    except (IndexError, TokenMalformed):
+        raise bad from None
+    if end != len(payload):
+        raise bad
+    return at, inner
 
 
 _HOLDER_KEYS: dict[bytes, ec.EllipticCurvePublicKey] = {}

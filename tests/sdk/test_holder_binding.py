@@ -149,3 +149,38 @@ def test_a_terminal_refuses_the_old_phone_after_rebinding_from_its_next_refresh(
         terminal.redeem(old.present(new_token, int(till.now)), till.items(), order_id="O-old-2")
     done = terminal.redeem(new.present(new_token, int(till.now)), till.items(), order_id="O-new")
     assert done.discount_fen == 5000
+
+
+def test_at_upload_an_old_key_counts_for_records_made_before_the_rebinding_only(
+    till: Till, tmp_path: Path
+) -> None:
+    client = till.client()
+    terminal = OfflineTerminal(client, "till-3", str(tmp_path / "journal.sqlite3"), clock=till.clock)
+    before, after = Device(), Device()
+    early = till.claim(before)
+    late = till.claim(after)
+    terminal.refresh()
+    offline(client)
+    # Made with the bound key before the holder re-bound it: the holder had the phone then.
+    terminal.redeem(before.present(early["token"], int(till.now)), till.items(), order_id="O-early")
+    till.now += 100
+    app = till.live.app
+    assert till.live.ctx.settings.sms_outbox
+    headers = consumer_headers(app.test_client(), till.live.ctx.settings.sms_outbox, PHONE)
+    for voucher in (early, late):
+        resp = app.test_client().put(
+            f"/api/v1/consumer/vouchers/{voucher['voucher_id']}/binding",
+            json={"device_key": Device().jwk()},
+            headers=headers,
+        )
+        assert resp.status_code in (200, 409), resp.get_json()  # the early one is already redeemed
+    till.now += 100
+    # The till, still offline, does not know of the re-binding and takes the old phone's code ...
+    terminal.redeem(after.present(late["token"], int(till.now)), till.items(), order_id="O-late")
+    client.base_url = till.live.base_url
+    report = terminal.sync()
+    # ... which the service refuses, since it was made after the key was replaced.
+    assert [(r.status, r.code) for r in report.results] == [
+        ("accepted", None),
+        ("rejected", "presentation_invalid"),
+    ]
