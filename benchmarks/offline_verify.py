@@ -148,7 +148,9 @@ def main() -> None:
     vp_client.load_keys(vp_jwks)
     assert all(vp_client.verify(c).presented_at is not None for c in codes)  # every code really verifies
     raw_cycle = [raw_inputs[i % len(raw_inputs)] for i in range(len(codes))]
-    vp_passes, vp_raw_passes = interleaved_passes(vp_client.verify, codes, raw, raw_cycle, args.batch, args.seconds)
+    vp_passes, vp_raw_passes = interleaved_passes(
+        vp_client.verify, codes, raw, raw_cycle, args.batch, args.seconds
+    )
     vp_client.close()
     vp_per_s, vp_raw_per_s = 1 / min(vp_passes), 1 / min(vp_raw_passes)
     client.close()

@@ -67,7 +67,9 @@ class Bound:
         self.gtin = next(r[8].split("|")[0] for r in rows if r[11] == "active" and r[9] <= today <= r[10])
         program = live.admin.create_program(holder_binding="required")
         self.program_id = program["id"]
-        self.shop: MerchantCaller = live.admin.create_merchant("华润万家龙岗中心城店", enrol_in=self.program_id)
+        self.shop: MerchantCaller = live.admin.create_merchant(
+            "华润万家龙岗中心城店", enrol_in=self.program_id
+        )
         staff.create_staff(live.ctx, self.shop.id, "cashier-vp", PASSWORD, "test")
 
     def preview(self, code: str) -> Any:
