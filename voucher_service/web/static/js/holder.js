@@ -118,16 +118,21 @@
   }
 
   // Claim forms of programmes that bind: make the key first, then send the form with its public half.
+  // An `optional` programme's voucher is claimed unbound when this browser cannot keep a key.
   function bindOnSubmit(form, onFail) {
+    var optional = form.getAttribute("data-holder-binding") === "optional";
+    function fail() {
+      if (optional) { form.submit(); } else { onFail(); form.removeAttribute("data-sent"); }
+    }
     form.addEventListener("submit", function (ev) {
       var field = form.querySelector("input[name=device_key]");
       if (!field || field.value) return;
       ev.preventDefault();
-      if (!canBind()) { onFail(); return; }
+      if (!canBind()) { fail(); return; }
       newDeviceKey().then(function (jwk) {
         field.value = JSON.stringify(jwk);
         form.submit();
-      }, onFail);
+      }, fail);
     });
   }
   function showNoBinding() {
@@ -165,6 +170,14 @@
     });
   }
   if (rebind) bindOnSubmit(rebind.querySelector("form"), showNoBinding);
+  // Used, expired or void (wallet.js polls the status): stop showing a code at once.
+  new MutationObserver(function () {
+    if (card.getAttribute("data-status") !== "issued") {
+      clearInterval(timer);
+      img.removeAttribute("src");
+      img.classList.add("hidden");
+    }
+  }).observe(card, {attributes: true, attributeFilter: ["data-status"]});
   if (!canBind()) { showNoBinding(); return; }
   dbCall("readonly", function (store) { return store.get(card.getAttribute("data-thumbprint")); })
     .then(function (entry) {
