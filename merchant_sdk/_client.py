@@ -16,9 +16,17 @@ from urllib.parse import quote
 
 import requests
 
-from merchant_sdk._cose import KeySet, parse_token, verify_parsed
+from merchant_sdk._cose import (
+    PRESENTATION_PREFIX,
+    KeySet,
+    parse_presentation,
+    parse_token,
+    verify_parsed,
+    verify_presentation,
+)
 from merchant_sdk._errors import (
     APIConnectionError,
+    PresentationRequired,
     TokenInvalid,
     VoucherError,
     error_from_response,
@@ -93,6 +101,7 @@ class VoucherClient:
         backoff_cap: float = 8.0,
         max_retry_after: float = 60.0,
         keys_ttl: float = 3600.0,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
@@ -105,6 +114,7 @@ class VoucherClient:
         self.backoff_cap = backoff_cap
         self.max_retry_after = max_retry_after
         self.keys_ttl = keys_ttl
+        self._clock = clock or time.time  # unix seconds: what verify() judges validity and freshness by
         self._http = session or requests.Session()
         self._http.headers["User-Agent"] = f"voucher-merchant-sdk/{SDK_VERSION}"
         self._sleep: Callable[[float], None] = time.sleep
@@ -311,11 +321,17 @@ class VoucherClient:
         holder_ref: str,
         holder_phone: str | None = None,
         idempotency_key: str | None = None,
+        device_key: Mapping[str, Any] | None = None,
     ) -> Claim:
-        """Claim a voucher for one of a platform's users (POST /api/v1/programs/{id}/claims)."""
+        """Claim a voucher for one of a platform's users (POST /api/v1/programs/{id}/claims).
+
+        `device_key`: the public JWK (EC P-256) of the key the user's app holds, for a programme with
+        holder binding (CONTRACT §10); the app then shows VP1 live codes made with it."""
         body: dict[str, Any] = {"tier": tier, "holder_ref": holder_ref}
         if holder_phone is not None:
             body["holder_phone"] = holder_phone
+        if device_key is not None:
+            body["device_key"] = {k: device_key[k] for k in ("kty", "crv", "x", "y") if k in device_key}
         key = idempotency_key or str(uuid.uuid4())
         path = f"/api/v1/programs/{seg(program_id)}/claims"
         return Claim.from_json(self.request("POST", path, json_body=body, idempotency_key=key))
@@ -336,8 +352,15 @@ class VoucherClient:
         self._keys_fetched_at = time.monotonic()
 
     def verify(self, token: str) -> VoucherClaims:
-        """Verify a VC1 token offline against the cached keys (one refresh for an unknown kid when online)."""
-        parsed = parse_token(token)
+        """Verify a VC1 token or a VP1 live code offline against the cached keys (one refresh for an
+        unknown kid when online). A VP1's device signature and freshness are checked too; a holder-bound
+        VC1 alone raises PresentationRequired (CONTRACT §10)."""
+        presented = (
+            parse_presentation(token)
+            if isinstance(token, str) and token.startswith(PRESENTATION_PREFIX)
+            else None
+        )
+        parsed = presented.token if presented is not None else parse_token(token)
         if not self.key_set.loaded:
             self.refresh_keys()  # no keys at all: nothing to verify against without the network
         elif self.key_set.get(parsed.kid) is None:
@@ -349,7 +372,14 @@ class VoucherClient:
                 ) from exc
         elif time.monotonic() - self._keys_fetched_at > self.keys_ttl:
             self._refresh_keys_quietly()
-        return verify_parsed(parsed, self.key_set, time.time())
+        if presented is not None:
+            return verify_presentation(presented, self.key_set, self._clock())
+        claims = verify_parsed(parsed, self.key_set, self._clock())
+        if claims.holder_key_thumbprint is not None:
+            raise PresentationRequired(
+                "This voucher is bound to its holder's phone: scan the live code (VP1:)."
+            )
+        return claims
 
     def _refresh_keys_quietly(self) -> None:
         try:

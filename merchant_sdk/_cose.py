@@ -20,7 +20,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from merchant_sdk._base45 import b45decode
-from merchant_sdk._errors import TokenInvalid, TokenMalformed, VoucherExpired, VoucherNotYetValid
+from merchant_sdk._errors import (
+    PresentationInvalid,
+    PresentationRequired,
+    PresentationStale,
+    TokenInvalid,
+    TokenMalformed,
+    VoucherExpired,
+    VoucherNotYetValid,
+)
 from merchant_sdk._models import VoucherClaims
 
 TOKEN_PREFIX = "VC1:"
@@ -35,6 +43,14 @@ _SIG1_HEAD = b"\x84\x6aSignature1"
 # The order of P-256: of the twins (r, s) and (r, n - s) only the low-s signature (s <= n/2) verifies.
 P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _HALF_N = P256_N // 2
+# Holder binding (CONTRACT §10): VC1 claim 8 is RFC 8747's cnf, {1: COSE_Key EC2 P-256}; a VP1 is
+# "VP1:" + Base45(COSE_Sign1 {1: -7} over {6: iat, -70201: the VC1's COSE_Sign1 bytes}) by that key.
+CLAIM_CNF = 8
+PRESENTATION_PREFIX = "VP1:"
+_VP_PROTECTED = b"\xa1\x01\x26"  # {1: -7}
+VP_CLAIM_IAT, VP_CLAIM_TOKEN = 6, -70201
+PRESENTATION_MAX_AGE_S = 60
+PRESENTATION_CLOCK_ALLOWANCE_S = 10
 
 
 def b64url(data: bytes) -> str:
@@ -246,6 +262,27 @@ def parse_token(token: str) -> ParsedToken:
 
 def claims_from_payload(payload: bytes, kid: bytes) -> VoucherClaims:
     """The voucher claims of a verified payload; raise TokenMalformed when a claim is missing or mistyped."""
+    return _claims_and_point(payload, kid)[0]
+
+
+def _holder_point(cnf: Any) -> bytes:
+    """The uncompressed SEC1 point (0x04 || x || y) of a cnf claim {1: {1: 2, -1: 1, -2: x, -3: y}}."""
+    key = cnf.get(1) if isinstance(cnf, dict) and len(cnf) == 1 else None
+    if not isinstance(key, dict) or len(key) != 4 or key.get(1) != 2 or key.get(-1) != 1:
+        raise TokenMalformed("The voucher's cnf claim is not {1: COSE_Key} of an EC2 P-256 key.")
+    x, y = key.get(-2), key.get(-3)
+    if type(x) is not bytes or type(y) is not bytes or len(x) != 32 or len(y) != 32:
+        raise TokenMalformed("The voucher's cnf key coordinates are not 32-byte strings.")
+    return b"\x04" + x + y
+
+
+def holder_thumbprint(point: bytes) -> str:
+    """RFC 9679 COSE Key thumbprint (hex) of a P-256 key given as its uncompressed point."""
+    encoded = b"\xa4\x01\x02\x20\x01\x21\x58\x20" + point[1:33] + b"\x22\x58\x20" + point[33:]
+    return hashlib.sha256(encoded).hexdigest()
+
+
+def _claims_and_point(payload: bytes, kid: bytes) -> tuple[VoucherClaims, bytes | None]:
     try:
         claims = cbor2.loads(payload)
         cti, program, tier = claims[CLAIM_CTI], claims[CLAIM_PROGRAM], claims[CLAIM_TIER]
@@ -266,6 +303,7 @@ def claims_from_payload(payload: bytes, kid: bytes) -> VoucherClaims:
         and type(exp) is int
     ):
         raise TokenMalformed("The voucher payload has a claim of the wrong type.")
+    point = None if CLAIM_CNF not in claims else _holder_point(claims[CLAIM_CNF])
     h = cti.hex()
     return VoucherClaims(
         voucher_id=f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}",
@@ -277,7 +315,8 @@ def claims_from_payload(payload: bytes, kid: bytes) -> VoucherClaims:
         nbf=nbf,
         exp=exp,
         kid=_kid_text(kid),
-    )
+        holder_key_thumbprint=None if point is None else holder_thumbprint(point),
+    ), point
 
 
 @functools.lru_cache(maxsize=256)
@@ -287,6 +326,10 @@ def _kid_text(kid: bytes) -> str:
 
 def verify_parsed(parsed: ParsedToken, keys: KeySet, now: float) -> VoucherClaims:
     """Check signature, kid and validity window of a parsed token against `keys` at unix time `now`."""
+    return _verify_signed(parsed, keys, now)[0]
+
+
+def _verify_signed(parsed: ParsedToken, keys: KeySet, now: float) -> tuple[VoucherClaims, bytes | None]:
     public_key = keys.get(parsed.kid)
     if public_key is None:
         raise TokenInvalid(f"The voucher was signed by an unknown key (kid {b64url(parsed.kid)}).")
@@ -302,9 +345,117 @@ def verify_parsed(parsed: ParsedToken, keys: KeySet, now: float) -> VoucherClaim
         )
     except InvalidSignature:
         raise TokenInvalid("The voucher signature does not verify.") from None
-    claims = claims_from_payload(parsed.payload, parsed.kid)
+    claims, point = _claims_and_point(parsed.payload, parsed.kid)
     if now < claims.nbf:
         raise VoucherNotYetValid(f"The voucher is valid from unix time {claims.nbf}.")
     if now >= claims.exp:
         raise VoucherExpired(f"The voucher expired at unix time {claims.exp}.")
+    return claims, point
+
+
+class ParsedPresentation(NamedTuple):
+    """A decoded VP1 whose signatures have not been checked yet."""
+
+    token: ParsedToken  # the VC1 it carries
+    payload: bytes
+    signature: bytes
+    presented_at: int
+
+
+def parse_presentation(text: str) -> ParsedPresentation:
+    """Decode `VP1:` + Base45(COSE_Sign1); raise TokenMalformed unless it is exactly the one encoding
+    (tag 18, protected {1: -7}, empty unprotected, payload {6: iat, -70201: VC1 bytes} in deterministic
+    CBOR) around a VC1 in its one encoding."""
+    if not isinstance(text, str) or not text.startswith(PRESENTATION_PREFIX):
+        raise TokenMalformed("The code does not start with VP1:.")
+    try:
+        raw = b45decode(text[4:])
+    except ValueError:
+        raise TokenMalformed("The live code is not Base45.") from None
+    protected, payload, signature = _sign1_members(raw)
+    if protected != _VP_PROTECTED:
+        raise TokenMalformed("The live code's protected header must be {1: -7}.")
+    at, inner = _presentation_payload(payload)
+    t_protected, t_payload, t_signature = _sign1_members(inner)
+    return ParsedPresentation(
+        ParsedToken(_kid_of(t_protected), t_protected, t_payload, t_signature), payload, signature, at
+    )
+
+
+def _presentation_payload(payload: bytes) -> tuple[int, bytes]:
+    """(iat, VC1 bytes) of the one encoding: map(2), 6, a shortest uint, -70201, a shortest bstr, end."""
+    bad = TokenMalformed("The live code's payload is not {6: iat, -70201: VC1} in deterministic CBOR.")
+    if payload[:2] != b"\xa2\x06" or len(payload) < 3:
+        raise bad
+    h = payload[2]
+    if h < 0x18:
+        at, pos = h, 3
+    elif 0x18 <= h <= 0x1B:
+        size = 1 << (h - 0x18)
+        at, pos = int.from_bytes(payload[3 : 3 + size], "big"), 3 + size
+        if pos > len(payload) or at < (24 if size == 1 else 1 << (4 * size)):
+            raise bad  # truncated, or not the shortest head for the value
+    else:
+        raise bad
+    if payload[pos : pos + 5] != b"\x3a\x00\x01\x12\x38":
+        raise bad
+    try:
+        inner, end = _bstr_at(payload, pos + 5)
+    except (IndexError, TokenMalformed):
+        raise bad from None
+    if end != len(payload):
+        raise bad
+    return at, inner
+
+
+_HOLDER_KEYS: dict[bytes, ec.EllipticCurvePublicKey] = {}
+
+
+def _holder_key(point: bytes) -> ec.EllipticCurvePublicKey:
+    key = _HOLDER_KEYS.get(point)
+    if key is None:
+        try:
+            key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+        except ValueError:
+            raise PresentationInvalid("The voucher's device key is not a P-256 point.") from None
+        if len(_HOLDER_KEYS) >= 1024:  # bounded: a till sees each voucher a few times at most
+            _HOLDER_KEYS.clear()
+        _HOLDER_KEYS[point] = key
+    return key
+
+
+def verify_presentation(presented: ParsedPresentation, keys: KeySet, now: float) -> VoucherClaims:
+    """Check a VP1 at unix time `now`: the VC1 as verify_parsed does (low-s), then the device signature
+    with the VC1's cnf key (either ECDSA twin: browsers do not normalise s), then its freshness (at most
+    60 s old, at most 10 s ahead of `now`)."""
+    claims, point = _verify_signed(presented.token, keys, now)
+    if point is None:
+        raise PresentationInvalid("The presented voucher is not bound to a device key.")
+    sig = presented.signature
+    if len(sig) != 64:
+        raise PresentationInvalid("The live code's signature is not a 64-byte ES256 signature.")
+    der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
+    try:
+        _holder_key(point).verify(
+            der, _SIG1_HEAD + _bstr(_VP_PROTECTED) + b"\x40" + _bstr(presented.payload), _ECDSA_SHA256
+        )
+    except InvalidSignature:
+        raise PresentationInvalid("The live code is not signed by the voucher's device key.") from None
+    at = presented.presented_at
+    if at > now + PRESENTATION_CLOCK_ALLOWANCE_S or now - at > PRESENTATION_MAX_AGE_S:
+        raise PresentationStale(
+            f"The live code was made at unix time {at}, now is {int(now)}: ask for the code on the phone again."
+        )
+    claims.presented_at = at
+    return claims
+
+
+def verify_code(text: str, keys: KeySet, now: float) -> VoucherClaims:
+    """Verify what a till scanned, a VC1 or a VP1; a holder-bound VC1 alone is refused
+    (PresentationRequired). The caller refuses an unbound VC1 of a `required` programme."""
+    if isinstance(text, str) and text.startswith(PRESENTATION_PREFIX):
+        return verify_presentation(parse_presentation(text), keys, now)
+    claims = verify_parsed(parse_token(text), keys, now)
+    if claims.holder_key_thumbprint is not None:
+        raise PresentationRequired("This voucher is bound to its holder's phone: scan the live code (VP1:).")
     return claims

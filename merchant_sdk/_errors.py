@@ -197,6 +197,24 @@ class VoucherRevoked(VoucherError):
     code, status = "voucher_revoked", 409
 
 
+class PresentationStale(VoucherError):
+    """The live code (VP1) is older than 60 s, or dated too far ahead: ask for the code on the phone again."""
+
+    code, status = "presentation_stale", 422
+
+
+class PresentationInvalid(VoucherError):
+    """The live code (VP1) is not signed by the device key its voucher is bound to (or that key was replaced)."""
+
+    code, status = "presentation_invalid", 422
+
+
+class PresentationRequired(VoucherError):
+    """The voucher is holder-bound: only its live code (VP1) from the holder's phone redeems it."""
+
+    code, status = "presentation_required", 422
+
+
 ERROR_CLASSES: dict[str, type[VoucherError]] = {
     cls.code: cls
     for cls in (
@@ -221,6 +239,9 @@ ERROR_CLASSES: dict[str, type[VoucherError]] = {
         ThresholdNotMet,
         BudgetExceeded,
         RateLimited,
+        PresentationStale,
+        PresentationInvalid,
+        PresentationRequired,
     )
 }
 

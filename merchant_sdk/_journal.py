@@ -26,6 +26,9 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS programs (id TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS revocations (
     program_id TEXT NOT NULL, voucher_id TEXT NOT NULL, PRIMARY KEY (program_id, voucher_id));
+CREATE TABLE IF NOT EXISTS revoked_holder_keys (
+    program_id TEXT NOT NULL, voucher_id TEXT NOT NULL, thumbprint TEXT NOT NULL,
+    PRIMARY KEY (voucher_id, thumbprint));
 CREATE TABLE IF NOT EXISTS revocation_versions (program_id TEXT PRIMARY KEY, version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS products (certification_no TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS product_gtins (gtin TEXT PRIMARY KEY, certification_no TEXT NOT NULL);
@@ -198,6 +201,11 @@ class Journal:
         sql = "SELECT 1 FROM revocations WHERE program_id = ? AND voucher_id = ?"
         return self._one(sql, (program_id, voucher_id)) is not None
 
+    def is_holder_key_revoked(self, voucher_id: str, thumbprint: str) -> bool:
+        """Tell whether re-binding replaced this device key of the voucher (as of the last refresh)."""
+        sql = "SELECT 1 FROM revoked_holder_keys WHERE voucher_id = ? AND thumbprint = ?"
+        return self._one(sql, (voucher_id, thumbprint)) is not None
+
     def revocation_version(self, program_id: str) -> int:
         """The revocation feed version cached for a programme (0: none yet)."""
         return int(
@@ -247,6 +255,16 @@ class Journal:
                 db.executemany(
                     "DELETE FROM revocations WHERE program_id = ? AND voucher_id = ?",
                     [(program_id, str(v)) for v in feed.get("restored_voucher_ids") or []],
+                )
+                # Device keys replaced by re-binding (holder-bound programmes, CONTRACT §10).
+                db.executemany(
+                    "INSERT OR IGNORE INTO revoked_holder_keys (program_id, voucher_id, thumbprint)"
+                    " VALUES (?, ?, ?)",
+                    [
+                        (program_id, str(k["voucher_id"]), str(k["thumbprint"]))
+                        for k in feed.get("revoked_holder_keys") or []
+                        if isinstance(k, Mapping) and "voucher_id" in k and "thumbprint" in k
+                    ],
                 )
                 db.execute(
                     "INSERT OR REPLACE INTO revocation_versions (program_id, version) VALUES (?, ?)",

@@ -113,7 +113,10 @@ class Reversal:
 
 @dataclass(kw_only=True, slots=True)  # not frozen: a frozen init costs verify() ~1.5 us per call
 class VoucherClaims:
-    """What a verified VC1 token says; times are unix seconds, `kid` is the JWKS kid."""
+    """What a verified VC1 token says; times are unix seconds, `kid` is the JWKS kid.
+
+    A holder-bound voucher (CONTRACT §10) has `holder_key_thumbprint` (RFC 9679, hex) and, when it came
+    as a VP1 presentation, `presented_at` (the unix time the phone signed it)."""
 
     voucher_id: str
     program_id: str
@@ -124,6 +127,8 @@ class VoucherClaims:
     nbf: int
     exp: int
     kid: str
+    holder_key_thumbprint: str | None = None
+    presented_at: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

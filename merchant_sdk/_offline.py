@@ -12,13 +12,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from merchant_sdk._client import ItemLike, VoucherClient, item_json
-from merchant_sdk._cose import KeySet, parse_token, public_jwk, verify_parsed
+from merchant_sdk._cose import KeySet, public_jwk, verify_code
 from merchant_sdk._errors import (
     MerchantNotEnrolled,
     NoEligibleItems,
     NotFound,
     OfflineLimitExceeded,
     OfflineRefreshRequired,
+    PresentationInvalid,
+    PresentationRequired,
     ProgramNotActive,
     ThresholdNotMet,
     ValidationError,
@@ -236,8 +238,12 @@ class OfflineTerminal:
             raise OfflineRefreshRequired(
                 "This terminal has never been refreshed: call refresh() while online."
             )
-        claims = verify_parsed(parse_token(token), self._keys, now)
+        claims = verify_code(token, self._keys, now)  # a VC1, or a VP1 with both signatures and fresh
         program = self._program_for(claims.program_id, now)
+        if claims.holder_key_thumbprint is None and program.get("holder_binding") == "required":
+            raise PresentationRequired(
+                "This programme's vouchers redeem only as the holder's live code (VP1:)."
+            )
         max_hours = int(program.get("offline", {}).get("max_offline_hours", 0))
         if now - last_refresh > max_hours * 3600:
             raise OfflineRefreshRequired(
@@ -246,6 +252,12 @@ class OfflineTerminal:
             )
         if self.journal.is_revoked(claims.program_id, claims.voucher_id):
             raise VoucherRevoked("The voucher was redeemed or voided elsewhere.")
+        if claims.presented_at is not None and self.journal.is_holder_key_revoked(
+            claims.voucher_id, str(claims.holder_key_thumbprint)
+        ):
+            raise PresentationInvalid(
+                "The voucher was moved to another phone: this device's code no longer works."
+            )
         if self.journal.voucher_used(claims.voucher_id):
             raise VoucherAlreadyRedeemed("This terminal already redeemed the voucher.")
         lines = self._lines(basket, program, now)

@@ -14,6 +14,9 @@ from merchant_sdk import (
     MerchantNotEnrolled,
     NoEligibleItems,
     NotFound,
+    PresentationInvalid,
+    PresentationRequired,
+    PresentationStale,
     ProgramNotActive,
     RateLimited,
     ReplayedRequest,
@@ -56,6 +59,10 @@ CONTRACT_CODES = [
     ("threshold_not_met", 422, ThresholdNotMet),
     ("budget_exceeded", 422, BudgetExceeded),
     ("rate_limited", 429, RateLimited),
+    # §10, holder binding
+    ("presentation_stale", 422, PresentationStale),
+    ("presentation_invalid", 422, PresentationInvalid),
+    ("presentation_required", 422, PresentationRequired),
 ]
 
 

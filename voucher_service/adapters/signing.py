@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from voucher_service.adapters.base45 import b45decode, b45encode
 from voucher_service.adapters.key_storage import decrypt_private_key
+from voucher_service.domain.presentations import PRESENTATION_PREFIX, VP_CLAIM_IAT, VP_CLAIM_TOKEN, HolderKey
 
 COSE_TAG_SIGN1 = 18
 ALG_ES256 = -7
@@ -145,7 +146,11 @@ def parse_token(text: str, prefix: str = "VC1:") -> ParsedToken:
     """
     if not isinstance(text, str) or not text.startswith(prefix):
         raise ValueError(f"token does not start with {prefix}")
-    raw = b45decode(text[len(prefix) :])
+    return parse_token_bytes(b45decode(text[len(prefix) :]))
+
+
+def parse_token_bytes(raw: bytes) -> ParsedToken:
+    """Decode a COSE_Sign1 as `parse_token` does, from the bytes its Base45 text stands for."""
     try:
         obj = cbor2.loads(raw)
     except Exception as exc:  # cbor2 raises several types for garbage
@@ -175,6 +180,102 @@ def parse_token(text: str, prefix: str = "VC1:") -> ParsedToken:
     if protected != _protected_header(kid):
         raise ValueError("protected header is not {1: -7, 4: kid} as the signer writes it")
     return ParsedToken(kid, protected, payload_bytes, payload, signature)
+
+
+# ---------------------------------------------------------------- VP1 presentations (CONTRACT §10)
+
+VP_PROTECTED = cbor2.dumps({HDR_ALG: ALG_ES256})
+
+
+@dataclass(frozen=True)
+class ParsedPresentation:
+    """A decoded VP1 whose device signature has not been checked yet."""
+
+    payload_bytes: bytes
+    signature: bytes
+    token: ParsedToken  # the VC1 it carries, not verified either
+    token_raw: bytes
+    presented_at: int
+
+    def verify(self, holder_key: HolderKey) -> bool:
+        """Check the device signature with the VC1's `cnf` key; either ECDSA twin (s or n - s) counts:
+        WebCrypto does not normalise s, and a presentation's identity is the voucher, not its bytes."""
+        return verify_es256_raw(
+            holder_public_key(holder_key), _sig_structure(VP_PROTECTED, self.payload_bytes), self.signature
+        )
+
+
+def parse_presentation(text: str) -> ParsedPresentation:
+    """Decode `VP1:` + Base45(COSE_Sign1 {1: -7} over {6: iat, -70201: VC1 bytes}); raise ValueError when
+    it is not exactly that (the same one-encoding rule as VC1, in deterministic CBOR)."""
+    if not isinstance(text, str) or not text.startswith(PRESENTATION_PREFIX):
+        raise ValueError(f"presentation does not start with {PRESENTATION_PREFIX}")
+    raw = b45decode(text[len(PRESENTATION_PREFIX) :])
+    try:
+        obj = cbor2.loads(raw)
+    except Exception as exc:
+        raise ValueError(f"presentation is not CBOR: {exc}") from None
+    if not isinstance(obj, cbor2.CBORTag) or obj.tag != COSE_TAG_SIGN1:
+        raise ValueError("presentation is not a tagged COSE_Sign1 (tag 18)")
+    if not (isinstance(obj.value, list) and len(obj.value) == 4):
+        raise ValueError("COSE_Sign1 must be an array of four")
+    protected, unprotected, payload_bytes, signature = obj.value
+    if not all(type(x) is bytes for x in (protected, payload_bytes, signature)) or unprotected != {}:
+        raise ValueError("COSE_Sign1 members have the wrong types")
+    if protected != VP_PROTECTED:
+        raise ValueError("the presentation's protected header must be {1: -7}")
+    if _sign1_bytes(protected, payload_bytes, signature) != raw:
+        raise ValueError("presentation is not in its one CBOR encoding")
+    try:
+        payload = cbor2.loads(payload_bytes)
+    except Exception as exc:
+        raise ValueError(f"presentation payload is not CBOR: {exc}") from None
+    if not isinstance(payload, dict) or set(payload) != {VP_CLAIM_IAT, VP_CLAIM_TOKEN}:
+        raise ValueError("presentation payload must be {6: iat, -70201: VC1}")
+    at, token_raw = payload[VP_CLAIM_IAT], payload[VP_CLAIM_TOKEN]
+    if type(at) is not int or type(token_raw) is not bytes:
+        raise ValueError("presentation payload members have the wrong types")
+    if cbor2.dumps({VP_CLAIM_IAT: at, VP_CLAIM_TOKEN: token_raw}) != payload_bytes:
+        raise ValueError("presentation payload is not in deterministic CBOR")
+    return ParsedPresentation(payload_bytes, signature, parse_token_bytes(token_raw), token_raw, at)
+
+
+def encode_presentation(device_key: ec.EllipticCurvePrivateKey, token: str, presented_at: int) -> str:
+    """A VP1 over a VC1 text at `presented_at`, as the wallet makes it (tests, benchmarks, platforms)."""
+    token_raw = b45decode(token[len("VC1:") :])
+    payload = cbor2.dumps({VP_CLAIM_IAT: presented_at, VP_CLAIM_TOKEN: token_raw})
+    r, s = decode_dss_signature(
+        device_key.sign(_sig_structure(VP_PROTECTED, payload), ec.ECDSA(hashes.SHA256()))
+    )
+    signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")  # not normalised: as a browser signs
+    return PRESENTATION_PREFIX + b45encode(_sign1_bytes(VP_PROTECTED, payload, signature))
+
+
+def holder_public_key(key: HolderKey) -> ec.EllipticCurvePublicKey:
+    """The cryptography key of a device key; raise ValueError when the point is not on P-256."""
+    numbers = ec.EllipticCurvePublicNumbers(
+        int.from_bytes(key.x, "big"), int.from_bytes(key.y, "big"), ec.SECP256R1()
+    )
+    return numbers.public_key()
+
+
+def holder_key_of(public_key: ec.EllipticCurvePublicKey) -> HolderKey:
+    """The device key of a cryptography public key."""
+    n = public_key.public_numbers()
+    return HolderKey(n.x.to_bytes(32, "big"), n.y.to_bytes(32, "big"))
+
+
+def holder_key_from_jwk(jwk: object) -> HolderKey:
+    """A device key sent as a public JWK (EC P-256, x and y only matter); raise ValueError otherwise."""
+    if not isinstance(jwk, dict) or "d" in jwk:
+        raise ValueError("device_key must be a public JWK object")
+    x, y = jwk.get("x"), jwk.get("y")
+    if not isinstance(x, str) or not isinstance(y, str) or len(x) != 43 or len(y) != 43:
+        raise ValueError("device_key x and y must be 43-character base64url")
+    key = holder_key_of(public_key_from_jwk(jwk))  # checks kty, crv and that the point is on the curve
+    if b64url(key.x) != x or b64url(key.y) != y:
+        raise ValueError("device_key x and y must be canonical base64url")
+    return key
 
 
 def encode_token(

@@ -58,6 +58,11 @@ class ProgramIn(Strict):
         max_length=64,
         description="An IANA time zone (e.g. Asia/Shanghai) for calendar days.",
     )
+    holder_binding: Literal["off", "optional", "required"] = Field(
+        default="off",
+        description="Whether vouchers are bound to the holder's device key and shown as live VP1 codes "
+        "(CONTRACT §10); fixed at creation.",
+    )
 
     def to_spec(self) -> ProgramSpec:
         """The domain's view of this programme."""
@@ -78,6 +83,7 @@ class ProgramIn(Strict):
             max_offline_fen_per_terminal=self.offline.max_offline_fen_per_terminal,
             max_offline_hours=self.offline.max_offline_hours,
             timezone=self.timezone,
+            holder_binding=self.holder_binding,
         )
 
 
@@ -104,6 +110,7 @@ class ProgramOut(BaseModel):
     eligibility: dict[str, Any]
     targets: list[dict[str, Any]]
     offline: dict[str, int]
+    holder_binding: Literal["off", "optional", "required"] = "off"
     created_at: str
     activated_at: str | None
     stats: ProgramStats | None = None

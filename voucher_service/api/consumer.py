@@ -14,6 +14,8 @@ from voucher_service.api.consumer_schemas import (
     ClaimOut,
     OtpIn,
     OtpOut,
+    RebindIn,
+    RebindOut,
     SessionIn,
     SessionOut,
     VoucherList,
@@ -21,7 +23,8 @@ from voucher_service.api.consumer_schemas import (
 from voucher_service.api.idempotent import run_idempotent
 from voucher_service.api.routing import endpoint, json_bytes, json_response
 from voucher_service.domain.errors import Forbidden, ValidationFailed
-from voucher_service.services import consumers, credentials, idempotency, issuance
+from voucher_service.domain.presentations import HolderKey
+from voucher_service.services import consumers, credentials, holder_binding, idempotency, issuance
 from voucher_service.services.idempotency import IdempotencyClaim, Outcome
 
 bp = Blueprint("consumer", __name__, url_prefix="/api/v1")
@@ -100,7 +103,7 @@ def _claimant(principal: Principal, body: ClaimIn) -> issuance.Claimant:
             errors = [{"field": f, "message": "only a platform merchant may send it"} for f in stray]
             raise ValidationFailed("A consumer claims for itself.", errors)
         assert principal.holder_hash is not None
-        return issuance.Claimant(principal.holder_hash, principal.actor)
+        return issuance.Claimant(principal.holder_hash, principal.actor, holder_key=_device_key(body))
     merchant = principal.merchant
     if not merchant.platform:
         raise Forbidden("Only platform merchants may claim vouchers on behalf of their users.")
@@ -115,7 +118,11 @@ def _claimant(principal: Principal, body: ClaimIn) -> issuance.Claimant:
         holder = consumers.phone_holder(ctx, phone)
     else:
         holder = ctx.box.keyed_hash("platform", f"{merchant.merchant_id}:{body.holder_ref}")
-    return issuance.Claimant(holder, principal.actor, merchant.merchant_id)
+    return issuance.Claimant(holder, principal.actor, merchant.merchant_id, holder_key=_device_key(body))
+
+
+def _device_key(body: ClaimIn) -> HolderKey | None:
+    return None if body.device_key is None else holder_binding.device_key(body.device_key.model_dump())
 
 
 @endpoint(
@@ -175,3 +182,23 @@ def my_vouchers(principal: Principal) -> Response:
     assert principal.holder_hash is not None
     vouchers = issuance.holder_vouchers(service_context(), principal.holder_hash)
     return json_response({"vouchers": [with_qr_urls(v) for v in vouchers]})
+
+
+@endpoint(
+    bp,
+    "/consumer/vouchers/<voucher_id>/binding",
+    "PUT",
+    auth="consumer",
+    summary="Move a holder-bound voucher to this phone's device key (after an SMS login on a new phone): "
+    "the old key stops working at once online, and at the tills' next refresh offline",
+    body=RebindIn,
+    responses={200: RebindOut},
+    errors=("validation_error", "unauthorized", "not_found", "invalid_state"),
+)
+def rebind_voucher(principal: Principal, voucher_id: str, body: RebindIn) -> Response:
+    assert principal.holder_hash is not None
+    key = holder_binding.device_key(body.device_key.model_dump())
+    out = holder_binding.rebind(
+        service_context(), voucher_id[:64], principal.holder_hash, key, principal.actor
+    )
+    return json_response(out)

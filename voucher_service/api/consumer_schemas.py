@@ -44,6 +44,32 @@ class ClaimIn(Strict):
         max_length=32,
         description="Platform merchants only: the user's verified mobile, so limits count across channels.",
     )
+    device_key: DeviceKeyIn | None = Field(
+        default=None,
+        description="The holder's device public key (CONTRACT §10): the VC1 is then bound to it (its cnf "
+        "claim) and redeems only as a live VP1 presentation. Required by holder_binding: required "
+        "programmes; ignored by holder_binding: off ones.",
+    )
+
+
+class DeviceKeyIn(BaseModel):
+    """A device's public key as WebCrypto exports it (JWK); members other than these are ignored."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    kty: Literal["EC"]
+    crv: Literal["P-256"]
+    x: StrictStr = Field(pattern=r"^[A-Za-z0-9_-]{43}$")
+    y: StrictStr = Field(pattern=r"^[A-Za-z0-9_-]{43}$")
+
+
+class RebindIn(Strict):
+    device_key: DeviceKeyIn
+
+
+class RebindOut(BaseModel):
+    voucher_id: str
+    token: str
+    thumbprint: str = Field(description="RFC 9679 COSE Key thumbprint (hex) of the new device key.")
 
 
 class ClaimOut(BaseModel):

@@ -38,6 +38,9 @@ CHECKOUT_ERRORS = (
     "voucher_not_yet_valid",
     "no_eligible_items",
     "threshold_not_met",
+    "presentation_stale",
+    "presentation_invalid",
+    "presentation_required",
 )
 IDEMPOTENCY_ERRORS = ("idempotency_in_progress", "idempotency_key_reused")
 

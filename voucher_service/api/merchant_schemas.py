@@ -136,6 +136,11 @@ class RevocationsOut(BaseModel):
     version: int
     voucher_ids: list[str]
     restored_voucher_ids: list[str]
+    revoked_holder_keys: list[dict[str, str]] | None = Field(
+        None,
+        description="Programmes with holder binding only (CONTRACT §10): device keys replaced by re-binding "
+        "since `since`, as {voucher_id, thumbprint}; a till refuses presentations made with them.",
+    )
 
 
 # `from` is a Python keyword, so the listing's query model is built with create_model.

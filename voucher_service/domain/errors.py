@@ -109,3 +109,9 @@ VoucherVoid = _error("VoucherVoid", "voucher_void", 422, "Voucher void")
 NoEligibleItems = _error("NoEligibleItems", "no_eligible_items", 422, "No eligible items")
 BudgetExceeded = _error("BudgetExceeded", "budget_exceeded", 422, "Budget exceeded")
 InvalidState = _error("InvalidState", "invalid_state", 409, "Invalid state for this operation")
+# Holder binding (docs/holder-binding.md): a bound voucher is redeemed only with a fresh VP1 presentation.
+PresentationStale = _error("PresentationStale", "presentation_stale", 422, "Presentation too old")
+PresentationInvalid = _error("PresentationInvalid", "presentation_invalid", 422, "Presentation invalid")
+PresentationRequired = _error(
+    "PresentationRequired", "presentation_required", 422, "Holder presentation required"
+)

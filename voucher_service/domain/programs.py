@@ -64,6 +64,7 @@ class ProgramSpec:
     max_offline_fen_per_terminal: int
     max_offline_hours: int
     timezone: str = "Asia/Shanghai"
+    holder_binding: str = "off"  # off | optional | required (docs/holder-binding.md)
 
 
 def validate_program(spec: ProgramSpec) -> None:

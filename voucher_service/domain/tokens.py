@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from voucher_service.domain.presentations import CLAIM_CNF, HolderKey
+
 # CBOR claim keys of the contract (§3).
 CLAIM_IAT = 6
 CLAIM_NBF = 5
@@ -35,10 +37,12 @@ class VoucherClaims:
     nbf: int
     exp: int
     kid: str = ""
+    # The device key a holder-bound voucher names in its `cnf` claim (CONTRACT §10); None: a bearer token.
+    holder_key: HolderKey | None = None
 
     def to_cbor_map(self) -> dict[int, object]:
         """Return the CBOR payload map of the contract."""
-        return {
+        out: dict[int, object] = {
             CLAIM_IAT: self.iat,
             CLAIM_NBF: self.nbf,
             CLAIM_EXP: self.exp,
@@ -48,6 +52,9 @@ class VoucherClaims:
             CLAIM_FACE: self.face_value_fen,
             CLAIM_MIN_SPEND: self.min_spend_fen,
         }
+        if self.holder_key is not None:
+            out[CLAIM_CNF] = self.holder_key.cnf()
+        return out
 
     @classmethod
     def from_cbor_map(cls, payload: object, kid: str = "") -> VoucherClaims:
@@ -74,7 +81,8 @@ class VoucherClaims:
         for name in ("face_value_fen", "min_spend_fen", "iat", "nbf", "exp"):
             if not isinstance(values[name], int) or isinstance(values[name], bool):
                 raise ValueError(f"{name} is not an integer")
-        return cls(kid=kid, **values)  # type: ignore[arg-type]
+        holder_key = HolderKey.from_cnf(payload[CLAIM_CNF]) if CLAIM_CNF in payload else None
+        return cls(kid=kid, holder_key=holder_key, **values)  # type: ignore[arg-type]
 
     def time_verdict(self, now: int) -> str | None:
         """Return None when valid at `now`, else 'voucher_not_yet_valid' or 'voucher_expired'."""

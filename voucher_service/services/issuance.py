@@ -38,9 +38,10 @@ from voucher_service.domain.errors import (
     ValidationFailed,
     VoucherServiceError,
 )
+from voucher_service.domain.presentations import HolderKey
 from voucher_service.domain.programs import voucher_window, window_verdict
 from voucher_service.domain.tokens import VoucherClaims
-from voucher_service.services import audit_log, ledger
+from voucher_service.services import audit_log, holder_binding, ledger
 from voucher_service.services.context import ServiceContext
 from voucher_service.services.programs import sold_out_key
 
@@ -78,6 +79,7 @@ class Claimant:
     holder_hash: str
     actor: str
     merchant_id: str | None = None  # the platform merchant claiming on the holder's behalf
+    holder_key: HolderKey | None = None  # the device key a holder-bound voucher names (CONTRACT §10)
 
 
 class ProgramCatalog:
@@ -161,6 +163,7 @@ def claim_voucher(
     if claimant.merchant_id is not None:
         _check_rate(ctx, f"rate:claim:merchant:{claimant.merchant_id}", "merchant")
     terms = catalog.terms(ctx, program_id)
+    claimant, finish = holder_binding.prepare_claim(ctx, program_id, claimant, finish)
     if claimant.merchant_id is not None and not catalog.is_enrolled(ctx, program_id, claimant.merchant_id):
         raise MerchantNotEnrolled(f"Merchant {claimant.merchant_id} is not enrolled in this programme.")
     now = ctx.now()
@@ -213,6 +216,7 @@ def _claim_in_transaction(
         iat=int(now.timestamp()),
         nbf=int(valid_from.timestamp()),
         exp=int(expires_at.timestamp()),
+        holder_key=claimant.holder_key,
     )
     assert key.private_key is not None
     token = encode_token(key.private_key, key.kid_bytes, claims.to_cbor_map())

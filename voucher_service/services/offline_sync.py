@@ -123,6 +123,13 @@ def approved_sku_mappings(ctx: ServiceContext, merchant_id: str) -> list[dict[st
 
 
 def _program_json(p: Program, tiers: Sequence[Tier]) -> dict[str, Any]:
+    out = _program_terms_json(p, tiers)
+    if p.holder_binding != "off":  # a till then refuses bare tokens of `required` (CONTRACT §10)
+        out["holder_binding"] = p.holder_binding
+    return out
+
+
+def _program_terms_json(p: Program, tiers: Sequence[Tier]) -> dict[str, Any]:
     return {
         "id": p.id,
         "name": p.name,

@@ -45,6 +45,7 @@ def create_program(ctx: ServiceContext, spec: ProgramSpec, actor: str) -> dict[s
                 max_offline_fen_per_terminal=spec.max_offline_fen_per_terminal,
                 max_offline_hours=spec.max_offline_hours,
                 timezone=spec.timezone,
+                holder_binding=spec.holder_binding,
                 status="draft",
                 created_at=now,
             )
@@ -236,6 +237,7 @@ def program_to_json(program: Program, tiers: list[Tier], targets: list[ProgramTa
             "max_offline_fen_per_terminal": program.max_offline_fen_per_terminal,
             "max_offline_hours": program.max_offline_hours,
         },
+        "holder_binding": program.holder_binding,
         "created_at": rfc3339(program.created_at),
         "activated_at": rfc3339(program.activated_at),
     }

@@ -139,7 +139,7 @@ def record_offline_redemption(
                 "redeemed_at is in the future.",
                 [{"field": "redeemed_at", "message": "is later than the server's clock"}],
             )
-        claims = verify_voucher_token(ctx, req.token)
+        claims = verify_voucher_token(ctx, req.token, at=at, session=session)  # a VP1 is judged as of `at`
         if claims.voucher_id != voucher_id:
             raise TokenInvalid("The record's voucher_id is not the token's voucher.")
         redemption_id, receipt = _receipt(ctx, claims, merchant_id, at)

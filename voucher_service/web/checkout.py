@@ -85,6 +85,15 @@ def checkout_error(code: str) -> str:
         "voucher_not_yet_valid": _("This voucher is not valid yet."),
         "no_eligible_items": _("No line of the basket is an eligible certified product."),
         "threshold_not_met": _("The eligible total is below the voucher's minimum spend."),
+        "presentation_stale": _(
+            "This live code is too old (over 60 seconds): ask the customer to show the code on the phone again."
+        ),
+        "presentation_invalid": _(
+            "This live code was not made by the phone the voucher belongs to (or the voucher was moved to another phone)."
+        ),
+        "presentation_required": _(
+            "This voucher only works as the live code on the holder's phone: scan the code the wallet shows now."
+        ),
         "idempotency_key_reused": _(
             "This checkout was already used for another basket. Start a new checkout."
         ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from typing import Any
 
@@ -19,7 +20,8 @@ from voucher_service.domain.errors import (
     ValidationFailed,
     VoucherServiceError,
 )
-from voucher_service.services import consumers, issuance, programs, spending, voucher_status
+from voucher_service.domain.presentations import HolderKey
+from voucher_service.services import consumers, holder_binding, issuance, programs, spending, voucher_status
 from voucher_service.web import page_blueprint
 from voucher_service.web.errors import error_text
 from voucher_service.web.public import mark_label
@@ -168,7 +170,7 @@ def claim() -> Any:
             ctx,
             program_id,
             tier,
-            issuance.Claimant(holder, f"consumer:{holder[:16]}"),
+            issuance.Claimant(holder, f"consumer:{holder[:16]}", holder_key=_posted_device_key()),
             catalog=catalog,
             count=metrics.count,
         )
@@ -182,6 +184,37 @@ def claim() -> Any:
     current_app.extensions.pop("voucher_open_programmes", None)  # "left" counts changed
     flash(_("Voucher claimed. Show this QR code at the till."), "ok")
     return redirect(url_for("wallet.voucher", voucher_id=out["voucher_id"]))
+
+
+def _posted_device_key() -> HolderKey | None:
+    """The device key the page's script put in the form (holder.js), or None; ValidationFailed if bad."""
+    raw = request.form.get("device_key", "")
+    if not raw:
+        return None
+    try:
+        jwk = json.loads(raw[:1000])
+    except ValueError:
+        jwk = None
+    return holder_binding.device_key(jwk)
+
+
+@bp.post("/vouchers/<voucher_id>/rebind")
+@require_login("consumer")
+def rebind(voucher_id: str) -> Any:
+    """Move a bound voucher to this phone's new device key (the old phone's codes stop working)."""
+    holder = _holder()
+    try:
+        key = _posted_device_key()
+        if key is None:
+            raise ValidationFailed("no device key")
+        holder_binding.rebind(service_context(), voucher_id[:64], holder, key, f"consumer:{holder[:16]}")
+    except NotFound:
+        abort(404)
+    except VoucherServiceError as exc:
+        flash(error_text(exc.code), "error")
+        return redirect(url_for("wallet.voucher", voucher_id=voucher_id[:64]))
+    flash(_("This voucher now works on this phone only. Codes from the old phone are refused."), "ok")
+    return redirect(url_for("wallet.voucher", voucher_id=voucher_id[:64]))
 
 
 def _own_voucher(voucher_id: str) -> dict[str, Any]:
@@ -204,6 +237,8 @@ def voucher(voucher_id: str) -> str:
     return render_template(
         "wallet/voucher.html",
         v=v,
+        binding=holder_binding.current_binding(ctx, voucher_id),
+        server_now=int(ctx.now().timestamp()),
         program=program,
         spend=spend,
         mark_label=mark_label,

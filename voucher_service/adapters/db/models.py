@@ -103,6 +103,8 @@ class Program(Base):
     status: Mapped[str] = mapped_column(String(12))  # draft | active | suspended
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     activated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # off | optional | required (docs/holder-binding.md); fixed when the programme is created.
+    holder_binding: Mapped[str] = mapped_column(String(10), default="off", server_default="off")
 
 
 class ProgramSuspension(Base):
@@ -208,6 +210,31 @@ class Voucher(Base):
     __table_args__ = (
         Index("ix_vouchers_pool", "program_id", "tier_code", "status"),
         Index("ix_vouchers_holder", "program_id", "holder_hash"),
+    )
+
+
+class HolderBinding(Base):
+    """A device key a voucher was bound to (its VC1's `cnf`); the one with revoked_at None is current.
+
+    Re-binding (after an SMS login on a new phone) sets the old row's revoked_at and adds a new row, in
+    the transaction that appends the `rebound` revocation event the offline tills learn it from."""
+
+    __tablename__ = "holder_bindings"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    voucher_id: Mapped[str] = mapped_column(String(36))
+    program_id: Mapped[str] = mapped_column(String(36))
+    thumbprint: Mapped[str] = mapped_column(String(64))  # RFC 9679 COSE Key thumbprint, hex
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"kty","crv","x","y"}
+    bound_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    bound_by: Mapped[str] = mapped_column(String(100))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # The revocation event of the re-binding that replaced this key (the feed's version).
+    revocation_event_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+    __table_args__ = (
+        Index("ix_holder_bindings_voucher", "voucher_id", "revoked_at"),
+        Index("ix_holder_bindings_revocation", "revocation_event_id"),
     )
 
 
@@ -413,7 +440,7 @@ class RevocationEvent(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     program_id: Mapped[str] = mapped_column(String(36))
     voucher_id: Mapped[str] = mapped_column(String(36))
-    kind: Mapped[str] = mapped_column(String(10))  # redeemed | void | restored
+    kind: Mapped[str] = mapped_column(String(10))  # redeemed | void | restored | rebound
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_revocations_program", "program_id", "id"),)

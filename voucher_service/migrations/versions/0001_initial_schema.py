@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-02 16:01:28.080901
+Create Date: 2026-12-03 10:32:44.534313
 """
 
 from __future__ import annotations
@@ -96,6 +96,26 @@ def upgrade() -> None:
     with op.batch_alter_table("ended_sessions", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_ended_sessions_expires_at"), ["expires_at"], unique=False)
         batch_op.create_index(batch_op.f("ix_ended_sessions_holder_hash"), ["holder_hash"], unique=False)
+
+    op.create_table(
+        "holder_bindings",
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("voucher_id", sa.String(length=36), nullable=False),
+        sa.Column("program_id", sa.String(length=36), nullable=False),
+        sa.Column("thumbprint", sa.String(length=64), nullable=False),
+        sa.Column("public_jwk", sa.JSON(), nullable=False),
+        sa.Column("bound_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("bound_by", sa.String(length=100), nullable=False),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("revoked_by", sa.String(length=100), nullable=True),
+        sa.Column("revocation_event_id", sa.BigInteger(), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("holder_bindings", schema=None) as batch_op:
+        batch_op.create_index("ix_holder_bindings_revocation", ["revocation_event_id"], unique=False)
+        batch_op.create_index("ix_holder_bindings_voucher", ["voucher_id", "revoked_at"], unique=False)
 
     op.create_table(
         "holder_claim_counts",
@@ -209,6 +229,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=12), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("activated_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("holder_binding", sa.String(length=10), server_default="off", nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(
@@ -675,6 +696,11 @@ def downgrade() -> None:
     op.drop_table("idempotency_records")
     op.drop_table("holder_session_epochs")
     op.drop_table("holder_claim_counts")
+    with op.batch_alter_table("holder_bindings", schema=None) as batch_op:
+        batch_op.drop_index("ix_holder_bindings_voucher")
+        batch_op.drop_index("ix_holder_bindings_revocation")
+
+    op.drop_table("holder_bindings")
     with op.batch_alter_table("ended_sessions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_ended_sessions_holder_hash"))
         batch_op.drop_index(batch_op.f("ix_ended_sessions_expires_at"))

@@ -68,7 +68,7 @@
 
   function useVoucher(text) {
     var token = (text || "").trim();
-    if (!/^VC1:/i.test(token)) {
+    if (!/^V[CP]1:/i.test(token)) {  // a voucher, or a holder-bound voucher's live code
       voucherBad.classList.remove("hidden");
       voucherInput.select();
       return;
