@@ -41,6 +41,9 @@ def add_load_options(parser: argparse.ArgumentParser, pg_admin_url: str, redis_u
         "--connections", type=int, default=32, help="client connections (and pgbench clients)"
     )
     parser.add_argument("--client-threads", type=int, default=2, help="wrk and pgbench threads")
+    parser.add_argument(
+        "--pg-clients", type=int, help="pgbench clients (default: as many as the connections)"
+    )
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (both apps)")
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker (both apps)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measured phase")
@@ -116,6 +119,7 @@ class Usage:
     busy: float  # of all CPUs, in CPU seconds
     steal: float  # CPU seconds stolen by the hypervisor
     total: float  # CPU seconds the machine had (wall x CPUs, as /proc/stat counts them)
+    activity: Counter[str] = field(default_factory=Counter)  # samples of the database's backends
 
 
 class CpuMeter:
@@ -124,11 +128,29 @@ class CpuMeter:
     gunicorn masters of the server under test (their workers are found as children; set per phase),
     `client_pids` the load client's."""
 
-    def __init__(self, server_pids: Sequence[int], database: str, interval: float = 0.2) -> None:
-        self.server_pids = set(server_pids)
-        self.database = database
+    def __init__(self, pg_url: str, interval: float = 0.2) -> None:
+        import psycopg
+
+        self.server_pids: set[int] = set()
+        self.database = ""
         self.interval = interval
         self.client_pids: set[int] = set()
+        # Where the database's backends are, sampled with the CPU: running, waiting (on what), idle.
+        self.pg = psycopg.connect(pg_url, autocommit=True)
+
+    def _activity(self, into: Counter[str]) -> None:
+        rows = self.pg.execute(
+            "SELECT state, wait_event_type, wait_event FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+            (self.database,),
+        ).fetchall()
+        for state, wtype, wevent in rows:
+            if state == "idle":
+                into["idle"] += 1
+            elif wtype and wtype != "Client":
+                into[f"{state}/{wtype}:{wevent}"] += 1
+            else:
+                into[str(state) + ("/waiting on client" if wtype == "Client" else "/on CPU")] += 1
 
     def _scan(self) -> dict[int, tuple[str, int]]:
         """pid -> (group, ticks) of the processes the meter accounts."""
@@ -164,9 +186,11 @@ class CpuMeter:
         ours: dict[int, bool] = {pid: self._ours(pid) for pid, (g, _) in first.items() if g == "postgres"}
         cpu0, t0 = _cpu_times(), time.monotonic()
         stop = threading.Event()
+        activity: Counter[str] = Counter()
 
         def sample() -> None:
             while not stop.wait(self.interval):
+                self._activity(activity)
                 for pid, seen in self._scan().items():
                     last[pid] = seen
                     if seen[0] == "postgres" and pid not in ours:
@@ -194,9 +218,8 @@ class CpuMeter:
         idle = delta[3] + (delta[4] if len(delta) > 4 else 0)
         steal = delta[7] if len(delta) > 7 else 0
         total = sum(delta[:8])
-        return result, Usage(
-            seconds, pg_this_db, wall, (total - idle - steal) / CLK_TCK, steal / CLK_TCK, total / CLK_TCK
-        )
+        busy = (total - idle - steal) / CLK_TCK
+        return result, Usage(seconds, pg_this_db, wall, busy, steal / CLK_TCK, total / CLK_TCK, activity)
 
 
 # --- PostgreSQL's own counters ------------------------------------------------------------------
@@ -360,14 +383,20 @@ def run_pgbench(
             out, _ = proc.communicate(timeout=seconds + 120)
             return proc.returncode, out.decode(errors="replace")
 
-        (code, out), usage = meter.measure(go)
+        for _attempt in range(3):
+            (code, out), usage = meter.measure(go)
+            if "too many clients" not in out:
+                break
+            time.sleep(5)  # the shared server's max_connections: others' tests come and go
     res = Result(elapsed=seconds)
     processed = re.search(r"number of transactions actually processed: (\d+)", out)
     failed = re.search(r"number of failed transactions: (\d+)", out)
     tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
     lat = re.search(r"latency average = ([\d.]+) ms", out)
     if code != 0 or not processed or not tps:
-        raise RuntimeError(f"pgbench failed (exit {code}):\n{out[-3000:]}")
+        res.note = f"pgbench failed (exit {code}): " + " | ".join(out.strip().splitlines()[-2:])
+        res.elapsed = 0.0
+        return res, usage
     res.counted = int(processed.group(1))
     res.statuses["txn"] = res.counted
     if failed and int(failed.group(1)):
@@ -422,6 +451,10 @@ class Phase:
     def rate(self) -> float:
         return self.result.counted / self.result.elapsed if self.result.elapsed else 0.0
 
+    @property
+    def failed(self) -> bool:
+        return not self.result.elapsed
+
 
 def _per(value: float, n: int) -> str:
     return f"{value / n * 1000:.3f}" if n else "-"
@@ -440,6 +473,10 @@ def print_phase(p: Phase) -> None:
         f"{u.busy / u.wall:.2f} of {u.total / u.wall:.0f} CPUs, not accounted {(u.busy - accounted) / u.wall:.2f}"
         f" CPUs, steal {100 * u.steal / u.total if u.total else 0:.1f}%"
     )
+    if u.activity:
+        samples = sum(u.activity.values())
+        top = ", ".join(f"{k} {100 * v / samples:.0f}%" for k, v in u.activity.most_common(5))
+        print(f"  backends of the database (sampled): {top}")
     if p.pg and p.effects:
         per = "  ".join(
             f"{k.replace('xact_', '').replace('tup_', '')} {v / p.effects:.2f}" for k, v in p.pg.items()
@@ -450,7 +487,7 @@ def print_phase(p: Phase) -> None:
 
 
 def median_rate(phases: Sequence[Phase], kind: str) -> float:
-    rates = [p.rate for p in phases if p.kind == kind]
+    rates = [p.rate for p in phases if p.kind == kind and not p.failed]
     return statistics.median(rates) if rates else 0.0
 
 
@@ -464,7 +501,7 @@ def print_summary(phases: Sequence[Phase], route_label: str) -> dict[str, float]
         ("pg", "pgbench"),
         ("healthz", "/healthz"),
     ):
-        ps = [p for p in phases if p.kind == kind]
+        ps = [p for p in phases if p.kind == kind and not p.failed]
         if not ps:
             out[kind] = 0.0
             continue
@@ -482,26 +519,43 @@ def print_summary(phases: Sequence[Phase], route_label: str) -> dict[str, float]
     return out
 
 
+@dataclass
+class Database:
+    """A database the phases run against: an autocommit connection for its counters, its name, and SQL
+    counting what the benchmarked work leaves there (claims issued, redemptions made), so PostgreSQL's
+    counters are given per effect, answers still in flight at a phase's end included."""
+
+    conn: Any
+    name: str
+    effects: str
+
+
 class Rounds:
     """Runs phases: reads the database's counters around each, prints it, and keeps it for the medians
     (warm-up phases are run the same way but neither printed nor kept)."""
 
-    def __init__(self, stats: Any, database: str, settle: Callable[[], None], effects: str) -> None:
-        """`effects`: SQL counting what the benchmarked work leaves in the database (claims issued,
-        redemptions made), so PostgreSQL's counters are given per effect, in-flight answers included."""
-        self.stats, self.database, self.settle, self.effects = stats, database, settle, effects
+    def __init__(self, meter: CpuMeter) -> None:
+        self.meter = meter
         self.phases: list[Phase] = []
         self.warm: list[Phase] = []
 
-    def run(self, kind: str, label: str, go: Callable[[], tuple[Result, Usage]], warm: bool = False) -> Phase:
-        """Run one phase, then settle (outside the measurement) so the next starts from a quiet state."""
-        before = pg_counters(self.stats, self.database)
-        done_before = self.stats.execute(self.effects).fetchone()[0]
+    def run(
+        self,
+        kind: str,
+        label: str,
+        go: Callable[[], tuple[Result, Usage]],
+        db: Database,
+        servers: set[int],
+        warm: bool = False,
+    ) -> Phase:
+        """Run one phase against `db`, with `servers` (gunicorn masters) as the server under test."""
+        self.meter.server_pids, self.meter.database = servers, db.name
+        before = pg_counters(db.conn, db.name)
+        done_before = db.conn.execute(db.effects).fetchone()[0]
         result, usage = go()
         time.sleep(1.2)  # backends report their counters within a second of going idle
-        after = pg_counters(self.stats, self.database)
-        done = self.stats.execute(self.effects).fetchone()[0] - done_before
-        self.settle()
+        after = pg_counters(db.conn, db.name)
+        done = db.conn.execute(db.effects).fetchone()[0] - done_before
         p = Phase(kind, label, result, usage, {k: after[k] - before[k] for k in after}, done)
         if warm:
             self.warm.append(p)

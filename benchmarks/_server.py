@@ -20,7 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -215,17 +215,20 @@ def service_and_floor(
         yield (real_port, pids[0]), (floor_port, pids[1])
 
 
-def audit_sealer(database_url: str) -> tuple[Callable[[], None], Callable[[], None]]:
-    """(seal, dispose): seal every unsealed audit entry from this process. The floor and pgbench append
-    audit entries like the route, and the service's own sealer would otherwise chain them during the
-    next phase, on the service's CPU; the benchmarks seal between phases instead."""
-    from voucher_service.adapters.db.engine import make_engine, make_session_factory
-    from voucher_service.services import audit_log
+@contextlib.contextmanager
+def database_copy(pg_admin_url: str, database_url: str, suffix: str) -> Iterator[str]:
+    """A copy of `database_url`'s database (CREATE DATABASE ... TEMPLATE), dropped afterwards; yield its
+    URL. Nobody may be connected to the original while it is copied."""
+    from sqlalchemy import create_engine, text
 
-    engine = make_engine(database_url, pool_size=1, max_overflow=0)
-    sessions = make_session_factory(engine)
-
-    def seal() -> None:
-        audit_log.seal_all(sessions)
-
-    return seal, engine.dispose
+    base, source = database_url.rsplit("/", 1)
+    copy = f"{source}_{suffix}"
+    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{copy}" TEMPLATE "{source}"'))
+    try:
+        yield f"{base}/{copy}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)'))
+        admin.dispose()

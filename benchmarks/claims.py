@@ -38,6 +38,7 @@ from benchmarks._load import (  # noqa: E402
     PGBENCH_MISSING,
     WRK_MISSING,
     CpuMeter,
+    Database,
     Result,
     Rounds,
     Usage,
@@ -60,7 +61,7 @@ from benchmarks._load import (  # noqa: E402
 from benchmarks._server import (  # noqa: E402
     PG_ADMIN_URL,
     REDIS_URL,
-    audit_sealer,
+    database_copy,
     service_and_floor,
     settings_env,
     throwaway_settings,
@@ -221,14 +222,30 @@ def main() -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Seed, serve both apps, run the interleaved rounds, print the phases, medians and result line."""
+    """Seed, copy the database for the floor, serve both apps, run the interleaved rounds, report."""
     t_start = time.monotonic()
     program_id, platform = seed(settings, args.quantity)
-    pg_url = settings.database_url.replace("postgresql+psycopg://", "postgresql://")
-    database = pg_url.rsplit("/", 1)[1]
-    stats = psycopg.connect(pg_url, autocommit=True)
-    top_up(stats, program_id, "FLOOR", args.floor_pool)
-    top_up(stats, program_id, "PGB", args.pg_pool)
+    # The floor and pgbench work on a copy of the seeded database: the service's audit sealer never
+    # sees their audit entries, and each side's PostgreSQL counters are its own.
+    with database_copy(args.pg_admin_url, settings.database_url, "floor") as floor_url:
+        return measure(args, settings, floor_url, program_id, platform, t_start)
+
+
+def measure(
+    args: argparse.Namespace,
+    settings: Settings,
+    floor_url: str,
+    program_id: str,
+    platform: dict[str, Any],
+    t_start: float,
+) -> int:
+    real_url = settings.database_url.replace("postgresql+psycopg://", "postgresql://")
+    floor_url = floor_url.replace("postgresql+psycopg://", "postgresql://")
+    effects = "SELECT count(*) FROM ledger_entries WHERE kind = 'claim'"
+    real_db = Database(psycopg.connect(real_url, autocommit=True), real_url.rsplit("/", 1)[1], effects)
+    floor_db = Database(psycopg.connect(floor_url, autocommit=True), floor_url.rsplit("/", 1)[1], effects)
+    top_up(floor_db.conn, program_id, "FLOOR", args.floor_pool)
+    top_up(floor_db.conn, program_id, "PGB", args.pg_pool)
     now = dt.datetime.now(dt.UTC)
     pg_vars = {
         "program_id": program_id,
@@ -246,53 +263,59 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     script = pg_script()
     env = settings_env(settings, VOUCHER_CLAIM_RATE_PER_MINUTE=str(10**9))
     c, w = args.connections, args.client_threads
+    pgc = args.pg_clients or c
     print(
         f"gunicorn {args.workers} workers x {args.threads} gthread threads for the service and the floor app; "
-        f"clients: wrk -t{w} -c{c}, pgbench -c{c} -j{w} -M prepared; {args.rounds} rounds of "
+        f"clients: wrk -t{w} -c{c}, pgbench -c{pgc} -j{w} -M prepared; {args.rounds} rounds of "
         f"{args.seconds:.0f} s phases; {os.cpu_count()} CPUs shared with whatever else runs"
     )
     requests = Requests(program_id, platform, w)
     has_pgbench = pgbench_path() is not None
-    seal, dispose = audit_sealer(settings.database_url)
-    rounds = Rounds(stats, database, seal, "SELECT count(*) FROM ledger_entries WHERE kind = 'claim'")
-    with service_and_floor(
-        env, pg_url, workers=args.workers, threads=args.threads, log_dir=settings.var_dir
-    ) as ((real_port, real_pid), (floor_port, floor_pid)):
-        meter = CpuMeter([], database)
+    meter = CpuMeter(real_url)
+    rounds = Rounds(meter)
+    try:
+        with service_and_floor(
+            env, floor_url, workers=args.workers, threads=args.threads, log_dir=settings.var_dir
+        ) as ((real_port, real_pid), (floor_port, floor_pid)):
+            try:
 
-        def route(seconds: float) -> tuple[Result, Usage]:
-            lanes = requests.route(int(args.prepare_rate * seconds))
-            meter.server_pids = {real_pid}
-            return run_wrk(real_port, lanes, seconds, c, "201", meter)
+                def route(seconds: float) -> tuple[Result, Usage]:
+                    lanes = requests.route(int(args.prepare_rate * seconds))
+                    return run_wrk(real_port, lanes, seconds, c, "201", meter)
 
-        def floor(seconds: float) -> tuple[Result, Usage]:
-            lanes = requests.floor(int(args.prepare_floor_rate * seconds))
-            meter.server_pids = {floor_pid}
-            return run_wrk(floor_port, lanes, seconds, c, "201", meter)
+                def floor(seconds: float) -> tuple[Result, Usage]:
+                    lanes = requests.floor(int(args.prepare_floor_rate * seconds))
+                    return run_wrk(floor_port, lanes, seconds, c, "201", meter)
 
-        def pgbench(seconds: float) -> tuple[Result, Usage]:
-            meter.server_pids = {real_pid, floor_pid}  # both idle: what they spend anyway
-            return run_pgbench(pg_url, script, pg_vars, seconds, c, w, meter)
+                def pgbench(seconds: float) -> tuple[Result, Usage]:
+                    return run_pgbench(floor_url, script, pg_vars, seconds, pgc, w, meter)
 
-        def healthz(seconds: float) -> tuple[Result, Usage]:
-            meter.server_pids = {real_pid}
-            return run_wrk(real_port, healthz_lanes(w), seconds, c, None, meter, cycle=True)
+                def healthz(seconds: float) -> tuple[Result, Usage]:
+                    return run_wrk(real_port, healthz_lanes(w), seconds, c, None, meter, cycle=True)
 
-        # Warm-up: imports, pools, caches of merchants, programmes and keys, prepared statements.
-        for kind, go in (("healthz", healthz), ("route", route), ("floor", floor)):
-            rounds.run(kind, "warm-up", lambda go=go: go(3), warm=True)
-        for r in range(1, args.rounds + 1):
-            rounds.run("route", f"[{r}] A claims POST /programs/{{id}}/claims", lambda: route(args.seconds))
-            rounds.run("floor", f"[{r}] B floor POST /floor/claims (psycopg)", lambda: floor(args.seconds))
-            if has_pgbench:
-                rounds.run(
-                    "pg", f"[{r}] C pgbench -M prepared, claim transaction", lambda: pgbench(args.seconds)
-                )
-            rounds.run("healthz", f"[{r}] D GET /healthz", lambda: healthz(args.seconds))
-            print()
-        keep_logs(args, settings.var_dir)
-    stats.close()
-    dispose()
+                real, flo, both = {real_pid}, {floor_pid}, {real_pid, floor_pid}
+                # Warm-up: imports, pools, caches of merchants, programmes and keys, prepared statements.
+                rounds.run("healthz", "warm-up", lambda: healthz(3), real_db, real, warm=True)
+                rounds.run("route", "warm-up", lambda: route(3), real_db, real, warm=True)
+                rounds.run("floor", "warm-up", lambda: floor(3), floor_db, flo, warm=True)
+                for r in range(1, args.rounds + 1):
+                    label = f"[{r}] A claims POST /programs/{{id}}/claims"
+                    rounds.run("route", label, lambda: route(args.seconds), real_db, real)
+                    label = f"[{r}] B floor POST /floor/claims (psycopg)"
+                    rounds.run("floor", label, lambda: floor(args.seconds), floor_db, flo)
+                    if has_pgbench:
+                        label = f"[{r}] C pgbench -M prepared, the claim's transaction"
+                        # both servers idle meanwhile: what they spend anyway
+                        rounds.run("pg", label, lambda: pgbench(args.seconds), floor_db, both)
+                    rounds.run(
+                        "healthz", f"[{r}] D GET /healthz", lambda: healthz(args.seconds), real_db, real
+                    )
+                    print()
+            finally:
+                keep_logs(args, settings.var_dir)
+    finally:
+        for conn in (real_db.conn, floor_db.conn, meter.pg):
+            conn.close()
     print(verify(settings, program_id, rounds.answered("route"), c * rounds.count("route")))
     medians = print_summary(rounds.phases, "claims")
     if not has_pgbench:

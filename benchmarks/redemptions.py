@@ -46,6 +46,7 @@ from benchmarks._load import (  # noqa: E402
     PGBENCH_MISSING,
     WRK_MISSING,
     CpuMeter,
+    Database,
     Result,
     Rounds,
     Usage,
@@ -67,7 +68,7 @@ from benchmarks._load import (  # noqa: E402
 from benchmarks._server import (  # noqa: E402
     PG_ADMIN_URL,
     REDIS_URL,
-    audit_sealer,
+    database_copy,
     service_and_floor,
     settings_env,
     throwaway_settings,
@@ -447,79 +448,110 @@ def main() -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Seed, serve both apps, run the interleaved rounds, print the phases, medians and result line."""
+    """Seed, copy the database for the floor, serve both apps, run the interleaved rounds, report."""
     t_start = time.monotonic()
     program_id, merchant, tokens, gtins = seed(settings, args.vouchers)
-    pg_url = settings.database_url.replace("postgresql+psycopg://", "postgresql://")
-    database = pg_url.rsplit("/", 1)[1]
-    stats = psycopg.connect(pg_url, autocommit=True)
-    issued_pool(stats, program_id, "FLOOR", "flr", args.floor_pool)
-    issued_pool(stats, program_id, "PGB", "pgb", args.pg_pool)
+    # The floor and pgbench work on a copy of the seeded database: the service's audit sealer never
+    # sees their audit entries, and each side's PostgreSQL counters are its own.
+    with database_copy(args.pg_admin_url, settings.database_url, "floor") as floor_url:
+        return measure(args, settings, floor_url, Seeded(program_id, merchant, tokens, gtins), t_start)
+
+
+@dataclass(frozen=True)
+class Seeded:
+    program_id: str
+    merchant: dict[str, Any]
+    tokens: list[str]
+    gtins: list[str]
+
+
+def measure(
+    args: argparse.Namespace, settings: Settings, floor_url: str, seeded: Seeded, t_start: float
+) -> int:
+    program_id, merchant, gtins = seeded.program_id, seeded.merchant, seeded.gtins
+    real_url = settings.database_url.replace("postgresql+psycopg://", "postgresql://")
+    floor_url = floor_url.replace("postgresql+psycopg://", "postgresql://")
+    effects = "SELECT count(*) FROM redemptions"
+    real_db = Database(psycopg.connect(real_url, autocommit=True), real_url.rsplit("/", 1)[1], effects)
+    floor_db = Database(psycopg.connect(floor_url, autocommit=True), floor_url.rsplit("/", 1)[1], effects)
+    issued_pool(floor_db.conn, program_id, "FLOOR", "flr", args.floor_pool)
+    issued_pool(floor_db.conn, program_id, "PGB", "pgb", args.pg_pool)
     c, w = args.connections, args.client_threads
-    pg_vars = pg_variables(program_id, merchant["id"], gtins, c)
+    pgc = args.pg_clients or c
+    pg_vars = pg_variables(program_id, merchant["id"], gtins, pgc)
     script = pg_script()
     env = settings_env(settings)
     print(
         f"gunicorn {args.workers} workers x {args.threads} gthread threads for the service and the floor app; "
-        f"clients: wrk -t{w} -c{c}, pgbench -c{c} -j{w} -M prepared; {args.rounds} rounds of "
+        f"clients: wrk -t{w} -c{c}, pgbench -c{pgc} -j{w} -M prepared; {args.rounds} rounds of "
         f"{args.seconds:.0f} s phases; baskets of 3 lines over {len(gtins)} certified GTINs; "
         f"{os.cpu_count()} CPUs shared with whatever else runs"
     )
     has_pgbench = pgbench_path() is not None
-    seal, dispose = audit_sealer(settings.database_url)
-    rounds = Rounds(stats, database, seal, "SELECT count(*) FROM redemptions")
-    with service_and_floor(
-        env, pg_url, workers=args.workers, threads=args.threads, log_dir=settings.var_dir
-    ) as ((real_port, real_pid), (floor_port, floor_pid)):
-        meter = CpuMeter([], database)
-        target = Target("127.0.0.1", real_port, merchant["id"], merchant["api_secret"], tuple(gtins))
-        floor_ids = [f"flr{n}" for n in range(1, args.floor_pool + 1)]
-        requests = Requests(target, program_id, tokens, floor_ids, w)
+    meter = CpuMeter(real_url)
+    rounds = Rounds(meter)
+    try:
+        with service_and_floor(
+            env, floor_url, workers=args.workers, threads=args.threads, log_dir=settings.var_dir
+        ) as ((real_port, real_pid), (floor_port, floor_pid)):
+            target = Target("127.0.0.1", real_port, merchant["id"], merchant["api_secret"], tuple(gtins))
+            floor_ids = [f"flr{n}" for n in range(1, args.floor_pool + 1)]
+            requests = Requests(target, program_id, seeded.tokens, floor_ids, w)
+            try:
 
-        def route(seconds: float) -> tuple[Result, Usage]:
-            lanes, reqs = requests.route(int(args.prepare_rate * seconds))
-            meter.server_pids = {real_pid}
-            result, usage = run_wrk(real_port, reqs, seconds, c, "201", meter)
-            requests.give_back(requests.tokens, lanes, result)
-            return result, usage
+                def route(seconds: float) -> tuple[Result, Usage]:
+                    lanes, reqs = requests.route(int(args.prepare_rate * seconds))
+                    result, usage = run_wrk(real_port, reqs, seconds, c, "201", meter)
+                    requests.give_back(requests.tokens, lanes, result)
+                    if not requests.tokens:
+                        result.note = "the signed vouchers ran out: raise --vouchers"
+                    return result, usage
 
-        def floor(seconds: float) -> tuple[Result, Usage]:
-            lanes, reqs = requests.floor(int(args.prepare_floor_rate * seconds))
-            meter.server_pids = {floor_pid}
-            result, usage = run_wrk(floor_port, reqs, seconds, c, "201", meter)
-            requests.give_back(requests.floor_ids, lanes, result)
-            return result, usage
+                def floor(seconds: float) -> tuple[Result, Usage]:
+                    lanes, reqs = requests.floor(int(args.prepare_floor_rate * seconds))
+                    result, usage = run_wrk(floor_port, reqs, seconds, c, "201", meter)
+                    requests.give_back(requests.floor_ids, lanes, result)
+                    if not requests.floor_ids:
+                        result.note = "the floor's vouchers ran out: raise --floor-pool"
+                    return result, usage
 
-        def pgbench(seconds: float) -> tuple[Result, Usage]:
-            meter.server_pids = {real_pid, floor_pid}  # both idle: what they spend anyway
-            out = run_pgbench(pg_url, script, pg_vars, seconds, c, w, meter)
-            used = stats.execute(
-                "SELECT max(substr(id, 4)::bigint) FROM vouchers WHERE tier_code = 'PGB' AND status = 'redeemed'"
-            ).fetchone()
-            pg_vars["base"] = str(int(used[0] or 0) + 1 if used else 1)
-            if int(pg_vars["base"]) + c > args.pg_pool:
-                out[0].note = "pgbench's pool of vouchers ran out: raise --pg-pool"
-            return out
+                def pgbench(seconds: float) -> tuple[Result, Usage]:
+                    out = run_pgbench(floor_url, script, pg_vars, seconds, pgc, w, meter)
+                    used = floor_db.conn.execute(
+                        "SELECT max(substr(id, 4)::bigint) FROM vouchers"
+                        " WHERE tier_code = 'PGB' AND status = 'redeemed'"
+                    ).fetchone()
+                    pg_vars["base"] = str(int(used[0] or 0) + 1 if used else 1)
+                    if int(pg_vars["base"]) + pgc > args.pg_pool:
+                        out[0].note = "pgbench's pool of vouchers ran out: raise --pg-pool"
+                    return out
 
-        def healthz(seconds: float) -> tuple[Result, Usage]:
-            meter.server_pids = {real_pid}
-            return run_wrk(real_port, healthz_lanes(w), seconds, c, None, meter, cycle=True)
+                def healthz(seconds: float) -> tuple[Result, Usage]:
+                    return run_wrk(real_port, healthz_lanes(w), seconds, c, None, meter, cycle=True)
 
-        # Warm-up: imports, pools, caches of merchants, programmes, keys and products, prepared statements.
-        for kind, go in (("healthz", healthz), ("route", route), ("floor", floor)):
-            rounds.run(kind, "warm-up", lambda go=go: go(3), warm=True)
-        for r in range(1, args.rounds + 1):
-            rounds.run("route", f"[{r}] A redemptions POST /redemptions", lambda: route(args.seconds))
-            rounds.run(
-                "floor", f"[{r}] B floor POST /floor/redemptions (psycopg)", lambda: floor(args.seconds)
-            )
-            if has_pgbench:
-                rounds.run("pg", f"[{r}] C pgbench -M prepared, redemption", lambda: pgbench(args.seconds))
-            rounds.run("healthz", f"[{r}] D GET /healthz", lambda: healthz(args.seconds))
-            print()
-        keep_logs(args, settings.var_dir)
-    stats.close()
-    dispose()
+                real, flo, both = {real_pid}, {floor_pid}, {real_pid, floor_pid}
+                # Warm-up: imports, pools, caches of merchants, programmes, keys and products.
+                rounds.run("healthz", "warm-up", lambda: healthz(3), real_db, real, warm=True)
+                rounds.run("route", "warm-up", lambda: route(3), real_db, real, warm=True)
+                rounds.run("floor", "warm-up", lambda: floor(3), floor_db, flo, warm=True)
+                for r in range(1, args.rounds + 1):
+                    label = f"[{r}] A redemptions POST /redemptions"
+                    rounds.run("route", label, lambda: route(args.seconds), real_db, real)
+                    label = f"[{r}] B floor POST /floor/redemptions (psycopg)"
+                    rounds.run("floor", label, lambda: floor(args.seconds), floor_db, flo)
+                    if has_pgbench:
+                        label = f"[{r}] C pgbench -M prepared, the redemption's two transactions"
+                        # both servers idle meanwhile: what they spend anyway
+                        rounds.run("pg", label, lambda: pgbench(args.seconds), floor_db, both)
+                    rounds.run(
+                        "healthz", f"[{r}] D GET /healthz", lambda: healthz(args.seconds), real_db, real
+                    )
+                    print()
+            finally:
+                keep_logs(args, settings.var_dir)
+    finally:
+        for conn in (real_db.conn, floor_db.conn, meter.pg):
+            conn.close()
     print(verify(settings, program_id, rounds.answered("route"), c * rounds.count("route")))
     medians = print_summary(rounds.phases, "redemptions")
     if not has_pgbench:
