@@ -42,13 +42,24 @@ def add_load_options(parser: argparse.ArgumentParser, pg_admin_url: str, redis_u
     )
     parser.add_argument("--client-threads", type=int, default=2, help="wrk and pgbench threads")
     parser.add_argument(
-        "--pg-clients", type=int, help="pgbench clients (default: as many as the connections)"
+        "--pg-clients",
+        type=int,
+        help="pgbench clients (default: workers x threads, the transactions the servers can have in flight)",
     )
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (both apps)")
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker (both apps)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measured phase")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of route, floor, pgbench, /healthz")
+    parser.add_argument(
+        "--no-prime", action="store_true", help="measure each phase cold, without the short runs before it"
+    )
     parser.add_argument("--log-dir", type=Path, help="keep the two servers' logs here")
+    parser.add_argument(
+        "--signing-key-scrypt-n",
+        type=int,
+        help="scrypt cost of the seeded signing key (default: production's; a diagnosis only: the key "
+        "ring decrypts the key again on every reload)",
+    )
     parser.add_argument("--pg-admin-url", default=pg_admin_url)
     parser.add_argument("--redis-url", default=redis_url)
 
@@ -91,6 +102,11 @@ def _proc_stat(pid: int) -> tuple[str, int, int] | None:
             raw = f.read().decode(errors="replace")
     except OSError:
         return None
+    return parse_stat(raw)
+
+
+def parse_stat(raw: str) -> tuple[str, int, int]:
+    """(comm, ppid, utime+stime) of a /proc/<pid>/stat line (comm may hold spaces and parentheses)."""
     comm = raw[raw.index("(") + 1 : raw.rindex(")")]
     rest = raw[raw.rindex(")") + 2 :].split()
     return comm, int(rest[1]), int(rest[11]) + int(rest[12])
@@ -293,6 +309,12 @@ def run_wrk(
             return out.decode(errors="replace")
 
         out, usage = meter.measure(go)
+    return parse_wrk(out, count_status), usage
+
+
+def parse_wrk(out: str, count_status: str | None) -> Result:
+    """What _wrk.lua's done() printed (its BENCH lines), as a Result counting `count_status` answers
+    (all when None)."""
     res = Result()
     for line in out.splitlines():
         parts = line.split()
@@ -313,10 +335,9 @@ def run_wrk(
     if not res.elapsed:
         raise RuntimeError(f"wrk printed no result:\n{out[-3000:]}")
     if res.exhausted:
-        res.note = f"the prepared requests ran out ({res.exhausted} /healthz fillers): raise the pool"
-        res.statuses["filler"] = res.exhausted
+        res.note = f"the prepared requests ran out ({res.exhausted} /healthz fillers sent): raise the pool"
     res.counted = res.statuses.get(count_status, 0) if count_status else sum(res.statuses.values())
-    return res, usage
+    return res
 
 
 def pgbench_path() -> str | None:
@@ -563,6 +584,23 @@ class Rounds:
             print_phase(p)
             self.phases.append(p)
         return p
+
+    def prime(
+        self,
+        kind: str,
+        go: Callable[[], tuple[Result, Usage]],
+        db: Database,
+        servers: set[int],
+        tries: int = 4,
+    ) -> None:
+        """Short unmeasured runs right before a measured phase, until the answers come evenly (p90 under
+        2.5 x p50): whatever the server does after a pause (the key ring reloads after 30 s, which every
+        thread does at once) happens here, and the phase measures the steady state."""
+        for _ in range(tries):
+            p = self.run(kind, "prime", go, db, servers, warm=True)
+            lat = p.result.latency_ms
+            if p.result.counted and lat.get("p90", 0) < 2.5 * max(lat.get("p50", 0), 1.0):
+                return
 
     def answered(self, kind: str, status: str = "201") -> int:
         """Answers with `status` the client saw in the phases of `kind`, warm-ups included."""

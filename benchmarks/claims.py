@@ -20,6 +20,7 @@ claims_per_s=N floor_per_s=F pg_per_s=P healthz_per_s=H ratio_floor=R ratio_heal
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -218,6 +219,9 @@ def main() -> int:
     if pgbench_path() is None:
         print(PGBENCH_MISSING)
     with throwaway_settings(args.pg_admin_url, args.redis_url, "claims") as settings:
+        if args.signing_key_scrypt_n:
+            settings = dataclasses.replace(settings, signing_key_scrypt_n=args.signing_key_scrypt_n)
+            print(f"signing key encrypted with scrypt n={args.signing_key_scrypt_n} (not production's)")
         return run(args, settings)
 
 
@@ -263,7 +267,7 @@ def measure(
     script = pg_script()
     env = settings_env(settings, VOUCHER_CLAIM_RATE_PER_MINUTE=str(10**9))
     c, w = args.connections, args.client_threads
-    pgc = args.pg_clients or c
+    pgc = args.pg_clients or args.workers * args.threads
     print(
         f"gunicorn {args.workers} workers x {args.threads} gthread threads for the service and the floor app; "
         f"clients: wrk -t{w} -c{c}, pgbench -c{pgc} -j{w} -M prepared; {args.rounds} rounds of "
@@ -298,18 +302,24 @@ def measure(
                 rounds.run("healthz", "warm-up", lambda: healthz(3), real_db, real, warm=True)
                 rounds.run("route", "warm-up", lambda: route(3), real_db, real, warm=True)
                 rounds.run("floor", "warm-up", lambda: floor(3), floor_db, flo, warm=True)
+                prime = not args.no_prime
                 for r in range(1, args.rounds + 1):
+                    if prime:
+                        rounds.prime("route", lambda: route(2), real_db, real)
                     label = f"[{r}] A claims POST /programs/{{id}}/claims"
                     rounds.run("route", label, lambda: route(args.seconds), real_db, real)
+                    if prime:
+                        rounds.prime("floor", lambda: floor(2), floor_db, flo)
                     label = f"[{r}] B floor POST /floor/claims (psycopg)"
                     rounds.run("floor", label, lambda: floor(args.seconds), floor_db, flo)
                     if has_pgbench:
                         label = f"[{r}] C pgbench -M prepared, the claim's transaction"
                         # both servers idle meanwhile: what they spend anyway
                         rounds.run("pg", label, lambda: pgbench(args.seconds), floor_db, both)
-                    rounds.run(
-                        "healthz", f"[{r}] D GET /healthz", lambda: healthz(args.seconds), real_db, real
-                    )
+                    if prime:
+                        rounds.prime("healthz", lambda: healthz(2), real_db, real)
+                    label = f"[{r}] D GET /healthz"
+                    rounds.run("healthz", label, lambda: healthz(args.seconds), real_db, real)
                     print()
             finally:
                 keep_logs(args, settings.var_dir)
