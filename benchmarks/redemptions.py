@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import secrets
+import signal
 import sys
 import time
 from collections import deque
@@ -431,6 +432,8 @@ def pg_variables(program_id: str, merchant_id: str, gtins: list[str], clients: i
 
 def main() -> int:
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
+    # A SIGTERM (timeout, a CI limit) unwinds like an exception: servers stopped, databases dropped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vouchers", type=int, default=15_000, help="signed vouchers for the real route")
     parser.add_argument("--floor-pool", type=int, default=60_000, help="issued vouchers for the floor")
