@@ -51,6 +51,7 @@ lint: install
 	$(VENV)/bin/lint-imports
 
 bench: install services
+	bash scripts/ensure_bench_tools.sh
 	$(PY) benchmarks/claims.py
 	$(PY) benchmarks/redemptions.py
 	$(PY) benchmarks/offline_verify.py

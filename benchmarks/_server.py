@@ -39,6 +39,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+BENCH_PORTS = range(8700, 8800)  # the benchmarks' own ports, so they do not collide with other servers
+
+
+def bench_port(taken: tuple[int, ...] = ()) -> int:
+    """A free port of BENCH_PORTS (not in `taken`)."""
+    for port in BENCH_PORTS:
+        if port in taken:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {BENCH_PORTS.start}-{BENCH_PORTS.stop - 1}")
+
+
 def _ready(base_url: str) -> bool:
     try:
         with urllib.request.urlopen(base_url + "/readyz", timeout=2) as resp:
@@ -68,10 +85,13 @@ def gunicorn_server(
     startup_timeout_s: float = 60.0,
     log_path: Path | None = None,
     extra_args: tuple[str, ...] = (),
+    app: str = "voucher_service:create_app()",
     port: int | None = None,
+    pids: list[int] | None = None,
 ) -> Iterator[str]:
-    """Start `gunicorn 'voucher_service:create_app()'` with `env` added (on `port`, or a free one); yield
-    its base URL."""
+    """Start `gunicorn APP` (the service unless told otherwise) with `env` added; yield its base URL.
+
+    `port` defaults to one the OS picks; `pids`, when given, receives the master's process id."""
     port = port or free_port()
     base_url = f"http://127.0.0.1:{port}"
     # Only the given VOUCHER_* variables: a developer's own configuration must not leak into the server.
@@ -97,11 +117,13 @@ def gunicorn_server(
         "--keep-alive",
         "30",
         *extra_args,
-        "voucher_service:create_app()",
+        app,
     ]
     proc = subprocess.Popen(
         cmd, env=full_env, cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
+    if pids is not None:
+        pids.append(proc.pid)
     try:
         deadline = time.monotonic() + startup_timeout_s
         while not _ready(base_url):
@@ -163,4 +185,50 @@ def throwaway_settings(pg_admin_url: str, redis_url: str, name: str) -> Iterator
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def service_and_floor(
+    env: Mapping[str, str], floor_database_url: str, *, workers: int, threads: int, log_dir: Path
+) -> Iterator[tuple[tuple[int, int], tuple[int, int]]]:
+    """The service and the floor app (benchmarks/floor_app.py) under the same gunicorn settings, each
+    on a port of BENCH_PORTS; yield ((port, master pid) of the service, (port, master pid) of the floor)."""
+    real_port = bench_port()
+    floor_port = bench_port((real_port,))
+    pids: list[int] = []
+    floor_env = {"FLOOR_DATABASE_URL": floor_database_url}
+    with (
+        gunicorn_server(
+            env, workers=workers, threads=threads, port=real_port, pids=pids, log_path=log_dir / "app.log"
+        ),
+        gunicorn_server(
+            floor_env,
+            workers=workers,
+            threads=threads,
+            port=floor_port,
+            pids=pids,
+            log_path=log_dir / "floor.log",
+            app="benchmarks.floor_app:create_app()",
+        ),
+    ):
+        yield (real_port, pids[0]), (floor_port, pids[1])
+
+
+@contextlib.contextmanager
+def database_copy(pg_admin_url: str, database_url: str, suffix: str) -> Iterator[str]:
+    """A copy of `database_url`'s database (CREATE DATABASE ... TEMPLATE), dropped afterwards; yield its
+    URL. Nobody may be connected to the original while it is copied."""
+    from sqlalchemy import create_engine, text
+
+    base, source = database_url.rsplit("/", 1)
+    copy = f"{source}_{suffix}"
+    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{copy}" TEMPLATE "{source}"'))
+    try:
+        yield f"{base}/{copy}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)'))
         admin.dispose()
