@@ -123,7 +123,13 @@ def test_an_uploaded_statement_is_reconciled_into_a_run_directory_and_settles_on
     again = settle_run(env.ctx, result.run_id, "test")
     assert first["payable_fen"] == r.discount_fen and again["settlement_id"] is None
     with env.ctx.sessions() as s:
-        assert s.scalar(select(func.count()).select_from(SettledRedemption)) == 1
+        # Only this run's rows: the session's PostgreSQL database holds other tests' settlements too.
+        paid = select(SettledRedemption.redemption_id).where(
+            SettledRedemption.settlement_id == first["settlement_id"]
+        )
+        assert list(s.scalars(paid)) == [r.id]
+        count = select(func.count()).select_from(SettledRedemption)
+        assert s.scalar(count.where(SettledRedemption.redemption_id == r.id)) == 1
 
 
 def test_an_unusable_statement_keeps_no_files_and_says_where(env: BooksEnv) -> None:

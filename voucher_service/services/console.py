@@ -219,6 +219,11 @@ def run_file(ctx: ServiceContext, run_id: str, name: str) -> Path:
     return path
 
 
+def has_run_files(ctx: ServiceContext, run_id: str) -> bool:
+    """Whether the console keeps this run's files (it was reconciled from the console)."""
+    return bool(RUN_ID_RE.match(run_id)) and (runs_dir(ctx) / run_id / "summary.json").is_file()
+
+
 def run_summary(ctx: ServiceContext, run_id: str) -> dict[str, Any]:
     """A console run's summary.json as a dict."""
     import json

@@ -225,9 +225,16 @@ def _item_json(i: ReconciliationItem, locator: Locator, dispute: Dispute | None)
 
 
 def open_dispute(
-    ctx: ServiceContext, merchant_id: str, run_id: str, discrepancy_id: int, note: str
+    ctx: ServiceContext,
+    merchant_id: str,
+    run_id: str,
+    discrepancy_id: int,
+    note: str,
+    *,
+    actor: str | None = None,
 ) -> dict[str, Any]:
-    """Contest one discrepancy of the merchant's own run; one dispute per discrepancy."""
+    """Contest one discrepancy of the merchant's own run; one dispute per discrepancy. `actor` names who
+    in the audit log (the cashier pages' staff member); by default the merchant itself (its API key)."""
     text = _note(note, "note")
     now = ctx.now()
     with ctx.sessions.begin() as s:
@@ -264,11 +271,12 @@ def open_dispute(
         s.flush()
         audit_log.record(
             s,
-            f"merchant:{merchant_id}",
+            actor or f"merchant:{merchant_id}",
             "dispute.opened",
             "dispute",
             dispute.id,
             {
+                "merchant_id": merchant_id,
                 "run_id": run.id,
                 "discrepancy_id": item.id,
                 "category": item.category,

@@ -404,3 +404,7 @@ def today() -> Any:
     start, end = day_bounds(local_date(ctx.now()))
     page = redemption_records.list_redemptions(ctx, _cashier().merchant_id, start=start, end=end, limit=100)
     return render_template("checkout/today.html", redemptions=page["redemptions"], more=page["next_cursor"])
+
+
+# The reconciliation tab's views live in their own module, on this blueprint.
+from voucher_service.web import checkout_reconciliations as _reconciliations  # noqa: E402, F401

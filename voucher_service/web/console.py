@@ -94,6 +94,7 @@ def category_label(category: str) -> str:
         "duplicate_in_statement": _("Duplicate in the statement"),
         "reversed_in_ledger": _("Reversed in the ledger"),
         "double_spend": _("Double spend"),
+        "refunded_in_statement": _("Refunded in the statement"),
     }.get(category, category)
 
 
@@ -507,3 +508,7 @@ def settle(run_id: str) -> Any:
 def audit_page() -> Any:
     """Audit status: every programme's budget identity and the audit chain (sealing what is pending)."""
     return render_template("console/audit.html", report=audit.run_audit(_ctx()), buckets=BUCKETS)
+
+
+# The disputes screens live in their own module, on this blueprint.
+from voucher_service.web import console_disputes as _disputes  # noqa: E402, F401
