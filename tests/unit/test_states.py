@@ -136,3 +136,22 @@ def test_every_table_stays_within_its_own_kind():
         for current, target in table:
             assert type(target) is kind
             assert current is None or type(current) is kind
+
+
+def test_the_contracts_status_fields_name_the_domains_states():
+    """The API documents statuses as literals (CONTRACT); they may leave states out, never invent one."""
+    from typing import get_args
+
+    from voucher_service.api import admin_schemas, consumer_schemas, merchant_schemas, offline, products
+    from voucher_service.domain.states import OfflineVerdict, ProductStatus
+
+    def literal(model: type, field: str = "status") -> set[str]:
+        return set(get_args(model.model_fields[field].annotation))
+
+    assert literal(consumer_schemas.VoucherOut) == set(VoucherStatus) - {VoucherStatus.AVAILABLE}
+    assert literal(merchant_schemas.StoredRedemptionOut) == set(RedemptionStatus)
+    assert literal(admin_schemas.ProgramOut) == set(ProgramStatus)
+    assert literal(consumer_schemas.Jwk) == set(SigningKeyStatus) - {SigningKeyStatus.EXPIRED}
+    assert literal(products.Product) == set(ProductStatus)
+    assert set(get_args(products.MappingStatus)) == set(SkuMappingStatus)
+    assert literal(offline.OfflineRecordResult) == set(OfflineVerdict) | {"duplicate"}
