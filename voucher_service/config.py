@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 from dataclasses import dataclass
@@ -43,6 +44,11 @@ class Settings:
     staff_login_attempts: int = 10
     staff_login_attempts_per_client: int = 100
     staff_login_window_s: int = 900
+    # argon2id cost of staff passwords: RFC 9106's second recommended setting (t=3, 64 MiB, 4 lanes).
+    # Only tests lower it (production refuses that); the cost travels in each hash string.
+    staff_password_time_cost: int = 3
+    staff_password_memory_kib: int = 64 * 1024
+    staff_password_parallelism: int = 4
     audit_seal_interval_s: float = 1.0
     # scrypt cost (n, with r=8, p=1) of newly encrypted signing keys; only tests lower it.
     signing_key_scrypt_n: int = 2**15
@@ -101,7 +107,29 @@ class Settings:
             # Load tests and benchmarks claim far faster than any one holder or platform should.
             values["claim_rate_per_minute"] = int(env_vars["VOUCHER_CLAIM_RATE_PER_MINUTE"])
         values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
+        settings = cls(**values)  # type: ignore[arg-type]
+        if env == "production":
+            _refuse_weak_hashing(settings)
+        return settings
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings)}
+
+
+def _refuse_weak_hashing(settings: Settings) -> None:
+    """Production keeps at least the default costs; only tests may lower them, to run quickly."""
+    weaker = [
+        name
+        for name in (
+            "staff_password_time_cost",
+            "staff_password_memory_kib",
+            "staff_password_parallelism",
+            "signing_key_scrypt_n",
+        )
+        if getattr(settings, name) < _DEFAULTS[name]
+    ]
+    if weaker:
+        raise ConfigurationError("production refuses hashing cheaper than the defaults: " + ", ".join(weaker))
 
 
 def _development_secret(var_dir: Path) -> str:
