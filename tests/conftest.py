@@ -24,7 +24,7 @@ from werkzeug.routing import Rule
 from tests.helpers import Admin
 from voucher_service import create_app
 from voucher_service.adapters.db.migrate import upgrade
-from voucher_service.config import Settings
+from voucher_service.config import TEST_HASHING, Settings
 from voucher_service.services.context import ServiceContext
 from voucher_service.services.credentials import create_admin_token
 from voucher_service.services.keys import ensure_signing_keys
@@ -104,10 +104,7 @@ def make_settings(tmp: Path, database_url: str, redis_url: str | None = None, **
         signing_key_passphrase="test-passphrase",
         # Production uses scrypt n=2**15 and argon2id t=3, 64 MiB, 4 lanes (and refuses less); tests
         # need speed, not strength. tests/unit/test_config.py shows production's costs.
-        signing_key_scrypt_n=2**10,
-        staff_password_time_cost=1,
-        staff_password_memory_kib=8,
-        staff_password_parallelism=1,
+        **TEST_HASHING,
         sms_outbox=str(tmp / "sms.jsonl"),
         var_dir=tmp,
         redis_prefix=f"vt:{secrets.token_hex(4)}:",

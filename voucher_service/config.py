@@ -11,6 +11,14 @@ from pathlib import Path
 DEV_PASSPHRASE = "development-only-signing-passphrase"
 MIN_PRODUCTION_PASSPHRASE = 16
 ENVIRONMENTS = ("development", "test", "production")
+# Hashing costs the test suite runs with (VOUCHER_ENV=test and VOUCHER_TEST_CHEAP_HASHING=1, or
+# tests/conftest.py's settings); production refuses anything below the defaults.
+TEST_HASHING: dict[str, int] = {
+    "signing_key_scrypt_n": 2**10,
+    "staff_password_time_cost": 1,
+    "staff_password_memory_kib": 8,
+    "staff_password_parallelism": 1,
+}
 
 
 class ConfigurationError(RuntimeError):
@@ -103,6 +111,8 @@ class Settings:
             redis_prefix=env_vars.get("VOUCHER_REDIS_PREFIX", "voucher:"),
             crash_after_commit=env == "test" and env_vars.get("VOUCHER_TEST_CRASH_AFTER_COMMIT") == "1",
         )
+        if env == "test" and env_vars.get("VOUCHER_TEST_CHEAP_HASHING") == "1":
+            values.update(TEST_HASHING)  # the test suite's CLI runs: speed, not strength
         if env_vars.get("VOUCHER_CLAIM_RATE_PER_MINUTE"):
             # Load tests and benchmarks claim far faster than any one holder or platform should.
             values["claim_rate_per_minute"] = int(env_vars["VOUCHER_CLAIM_RATE_PER_MINUTE"])

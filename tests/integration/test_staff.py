@@ -195,6 +195,7 @@ def cli_env(settings: Settings) -> dict[str, str]:
         "VOUCHER_SIGNING_KEY_PASSPHRASE": settings.signing_key_passphrase,
         "VOUCHER_VAR_DIR": str(settings.var_dir),
         "VOUCHER_ENV": "test",
+        "VOUCHER_TEST_CHEAP_HASHING": "1",
         "VOUCHER_REDIS_URL": "",
     }
 

@@ -89,3 +89,11 @@ def test_production_refuses_weaker_password_or_key_hashing(weaker, tmp_path):
     with pytest.raises(ConfigurationError, match="production"):
         Settings.from_env({**PROD, "VOUCHER_VAR_DIR": str(tmp_path)}, **weaker)
     Settings.from_env({"VOUCHER_VAR_DIR": str(tmp_path)}, **weaker)  # tests and development may
+
+
+def test_cheap_hashing_is_for_the_test_environment_only(tmp_path):
+    env = {"VOUCHER_VAR_DIR": str(tmp_path), "VOUCHER_TEST_CHEAP_HASHING": "1"}
+    assert Settings.from_env({**env, "VOUCHER_ENV": "test"}).staff_password_memory_kib == 8
+    assert Settings.from_env({**env, "VOUCHER_ENV": "development"}).staff_password_memory_kib == 64 * 1024
+    production = Settings.from_env({**PROD, **env})
+    assert (production.staff_password_memory_kib, production.signing_key_scrypt_n) == (64 * 1024, 2**15)
