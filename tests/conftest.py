@@ -1,4 +1,10 @@
-"""Shared fixtures: apps on SQLite (fast) and on real PostgreSQL + Redis (for what concurrency needs)."""
+"""Shared fixtures: apps on SQLite (fast) and on real PostgreSQL + Redis (for what concurrency needs).
+
+Every database a test gets is migrated once per session and copied: SQLite tests get a file copy of a
+migrated template, PostgreSQL tests that need a database of their own get `CREATE DATABASE ... TEMPLATE`
+of a migrated one, and the rest share one migrated PostgreSQL database (each test makes its own
+programmes). Hashing is cheap in tests only (make_settings; production refuses it, see test_config).
+"""
 
 from __future__ import annotations
 
@@ -13,11 +19,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
+from werkzeug.routing import Rule
 
 from tests.helpers import Admin
 from voucher_service import create_app
 from voucher_service.adapters.db.migrate import upgrade
-from voucher_service.config import Settings
+from voucher_service.config import TEST_HASHING, Settings
 from voucher_service.services.context import ServiceContext
 from voucher_service.services.credentials import create_admin_token
 from voucher_service.services.keys import ensure_signing_keys
@@ -28,22 +35,61 @@ PG_ADMIN_URL = os.environ.get(
 REDIS_URL = os.environ.get("VOUCHER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+_WERKZEUG_BUILDERS: dict[tuple[Any, ...], Any] = {}
+
+
+def _cached_compile_builder(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Werkzeug compiles two URL builders per rule per app (parsing and compiling Python source), and
+    every test builds an app: most of create_app's time. A builder is a pure function of the rule's
+    text, parts and defaults (it takes the rule as its argument), so the same rule reuses it."""
+
+    def compile_builder(self: Any, append_unknown: bool = True) -> Any:
+        if self.defaults:  # defaults are resolved through the rule's converters: not shared
+            return original(self, append_unknown)
+        key = (self.rule, append_unknown, tuple(self._trace))
+        builder = _WERKZEUG_BUILDERS.get(key)
+        if builder is None:
+            builder = _WERKZEUG_BUILDERS[key] = original(self, append_unknown)
+        return builder
+
+    return compile_builder
+
+
+Rule._compile_builder = _cached_compile_builder(Rule._compile_builder)  # type: ignore[method-assign]
+
+
+def _pg_url(name: str) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
 @pytest.fixture(scope="session")
-def pg_database_factory() -> Iterator[Callable[[], str]]:
-    """Create throw-away PostgreSQL databases; all are dropped at the end of the session."""
+def pg_database_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., str]]:
+    """Create throw-away PostgreSQL databases, empty or (migrated=True) copies of a database migrated
+    once per session, signing keys included; all are dropped at the end of the session."""
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     created: list[str] = []
+    template: list[str] = []
 
-    def make() -> str:
-        name = f"vtest_{os.getpid()}_{secrets.token_hex(4)}"
+    def create(name: str, like: str | None = None) -> str:
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{like}"' if like else "")))
         created.append(name)
-        return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+        return _pg_url(name)
+
+    def make(migrated: bool = False) -> str:
+        name = f"vtest_{os.getpid()}_{secrets.token_hex(4)}"
+        if not migrated:
+            return create(name)
+        if not template:
+            template_name = f"vtest_{os.getpid()}_template_{secrets.token_hex(4)}"
+            ctx = prepare(make_settings(tmp_path_factory.mktemp("pg-template"), create(template_name)))
+            ctx.engine.dispose()  # a template may have no open connection
+            template.append(template_name)
+        return create(name, like=template[0])
 
     yield make
     with admin.connect() as conn:
-        for name in created:
+        for name in reversed(created):
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
 
@@ -56,7 +102,9 @@ def make_settings(tmp: Path, database_url: str, redis_url: str | None = None, **
         env="test",
         secret_key="test-secret-" + "x" * 40,
         signing_key_passphrase="test-passphrase",
-        signing_key_scrypt_n=2**10,  # production uses 2**15; tests need speed, not key strength
+        # Production uses scrypt n=2**15 and argon2id t=3, 64 MiB, 4 lanes (and refuses less); tests
+        # need speed, not strength. tests/unit/test_config.py shows production's costs.
+        **TEST_HASHING,
         sms_outbox=str(tmp / "sms.jsonl"),
         var_dir=tmp,
         redis_prefix=f"vt:{secrets.token_hex(4)}:",
@@ -84,21 +132,22 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def copy_sqlite_template(template: Path, path: Path) -> str:
+    """Copy the migrated template to `path`; return its database URL."""
+    shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture
 def sqlite_settings(tmp_path: Path, sqlite_template: Path) -> Settings:
     """A private SQLite database: a copy of the migrated template, far cheaper than migrating again."""
-    path = tmp_path / "voucher.sqlite3"
-    shutil.copyfile(sqlite_template, path)
-    return make_settings(tmp_path, f"sqlite:///{path}")
+    return make_settings(tmp_path, copy_sqlite_template(sqlite_template, tmp_path / "voucher.sqlite3"))
 
 
 @pytest.fixture(scope="session")
-def pg_session_url(pg_database_factory: Callable[[], str]) -> str:
+def pg_session_url(pg_database_factory: Callable[..., str]) -> str:
     """One PostgreSQL database shared by the tests of a session (each test makes its own programmes)."""
-    url = pg_database_factory()
-    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
-    prepare(make_settings(tmp, url)).engine.dispose()
-    return url
+    return pg_database_factory(migrated=True)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import secrets
@@ -15,6 +16,14 @@ ENVIRONMENTS = ("development", "test", "production")
 # transaction mode. Transaction mode hands each transaction to any server connection, so no state may
 # outlive a transaction: no server-side prepared statements (PgBouncer < 1.21 cannot carry them).
 POOLERS = ("none", "session", "transaction")
+# Hashing costs the test suite runs with (VOUCHER_ENV=test and VOUCHER_TEST_CHEAP_HASHING=1, or
+# tests/conftest.py's settings); production refuses anything below the defaults.
+TEST_HASHING: dict[str, int] = {
+    "signing_key_scrypt_n": 2**10,
+    "staff_password_time_cost": 1,
+    "staff_password_memory_kib": 8,
+    "staff_password_parallelism": 1,
+}
 
 
 class ConfigurationError(RuntimeError):
@@ -53,6 +62,11 @@ class Settings:
     staff_login_attempts: int = 10
     staff_login_attempts_per_client: int = 100
     staff_login_window_s: int = 900
+    # argon2id cost of staff passwords: RFC 9106's second recommended setting (t=3, 64 MiB, 4 lanes).
+    # Only tests lower it (production refuses that); the cost travels in each hash string.
+    staff_password_time_cost: int = 3
+    staff_password_memory_kib: int = 64 * 1024
+    staff_password_parallelism: int = 4
     audit_seal_interval_s: float = 1.0
     # scrypt cost (n, with r=8, p=1) of newly encrypted signing keys; only tests lower it.
     signing_key_scrypt_n: int = 2**15
@@ -125,11 +139,35 @@ class Settings:
             if not 0 <= max_lag <= 3600:
                 raise ConfigurationError("VOUCHER_DATABASE_REPLICA_MAX_LAG_S must be a number of seconds, 0-3600")
             values["replica_max_lag_s"] = max_lag
+        if env == "test" and env_vars.get("VOUCHER_TEST_CHEAP_HASHING") == "1":
+            values.update(TEST_HASHING)  # the test suite's CLI runs: speed, not strength
         if env_vars.get("VOUCHER_CLAIM_RATE_PER_MINUTE"):
             # Load tests and benchmarks claim far faster than any one holder or platform should.
             values["claim_rate_per_minute"] = int(env_vars["VOUCHER_CLAIM_RATE_PER_MINUTE"])
         values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
+        settings = cls(**values)  # type: ignore[arg-type]
+        if env == "production":
+            _refuse_weak_hashing(settings)
+        return settings
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Settings)}
+
+
+def _refuse_weak_hashing(settings: Settings) -> None:
+    """Production keeps at least the default costs; only tests may lower them, to run quickly."""
+    weaker = [
+        name
+        for name in (
+            "staff_password_time_cost",
+            "staff_password_memory_kib",
+            "staff_password_parallelism",
+            "signing_key_scrypt_n",
+        )
+        if getattr(settings, name) < _DEFAULTS[name]
+    ]
+    if weaker:
+        raise ConfigurationError("production refuses hashing cheaper than the defaults: " + ", ".join(weaker))
 
 
 def _development_secret(var_dir: Path) -> str:

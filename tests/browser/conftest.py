@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
-from tests.conftest import make_settings, prepare
+from tests.conftest import copy_sqlite_template, make_settings
 from tests.helpers import Admin, sms_code
 from voucher_service import create_app
 from voucher_service.services.context import ServiceContext
@@ -69,9 +69,8 @@ class LiveServer:
 
 
 @pytest.fixture
-def live(tmp_path: Path) -> Iterator[LiveServer]:
-    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'voucher.sqlite3'}")
-    prepare(settings).engine.dispose()
+def live(tmp_path: Path, sqlite_template: Path) -> Iterator[LiveServer]:
+    settings = make_settings(tmp_path, copy_sqlite_template(sqlite_template, tmp_path / "voucher.sqlite3"))
     app = create_app(settings)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="live-pages", daemon=True)

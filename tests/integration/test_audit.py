@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, func, select, update
 
-from tests.conftest import REDIS_URL, make_settings, prepare
+from tests.conftest import REDIS_URL, make_settings
 from tests.helpers import Admin
 from tests.integration.books_fixtures import BACKENDS, DAY1, Books, BooksEnv
 from voucher_service import create_app
@@ -24,10 +24,8 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     if request.param == "sqlite":
         app = request.getfixturevalue("app")
     else:
-        url = request.getfixturevalue("pg_database_factory")()
-        settings = make_settings(tmp_path, url, REDIS_URL)
-        prepare(settings).engine.dispose()
-        app = create_app(settings)
+        url = request.getfixturevalue("pg_database_factory")(migrated=True)
+        app = create_app(make_settings(tmp_path, url, REDIS_URL))
     ctx = app.extensions["voucher"]
     admin = Admin(app.test_client(), create_admin_token(ctx, "auditor"))
     program = admin.create_program()

@@ -26,6 +26,7 @@ def env(sqlite_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str,
         "VOUCHER_SIGNING_KEY_PASSPHRASE": sqlite_settings.signing_key_passphrase,
         "VOUCHER_VAR_DIR": str(sqlite_settings.var_dir),
         "VOUCHER_ENV": "test",
+        "VOUCHER_TEST_CHEAP_HASHING": "1",
     }
 
 

@@ -198,6 +198,7 @@ def test_after_rotate_keys_old_vouchers_still_verify_and_new_ones_carry_the_new_
         "VOUCHER_SIGNING_KEY_PASSPHRASE": settings.signing_key_passphrase,
         "VOUCHER_VAR_DIR": str(settings.var_dir),
         "VOUCHER_ENV": "test",
+        "VOUCHER_TEST_CHEAP_HASHING": "1",
     }
     for name in ("VOUCHER_REDIS_URL", "VOUCHER_SMS_OUTBOX"):
         monkeypatch.delenv(name, raising=False)

@@ -37,7 +37,7 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import func, select
 
-from tests.conftest import REDIS_URL, make_settings, prepare
+from tests.conftest import REDIS_URL, copy_sqlite_template, make_settings
 from tests.helpers import Admin, MerchantCaller, consumer_headers, problem_code
 from tests.integration.test_offline_sync import Till, register
 from tests.redemption_support import Catalog, load_registry
@@ -524,8 +524,6 @@ def _env(tmp_path: Path, database_url: str, redis_url: str | None) -> Iterator[E
     cfg = make_settings(
         tmp_path, database_url, redis_url, session_ttl_s=400 * 86_400, otp_sends_per_hour=10_000
     )
-    if redis_url is None:
-        prepare(cfg).engine.dispose()
     app = create_app(cfg)
     ctx = app.extensions["voucher"]
     admin = Admin(app.test_client(), create_admin_token(ctx, "stateful"))
@@ -550,8 +548,8 @@ def _run(env: Env, max_examples: int, steps: int) -> None:
     )
 
 
-def test_lifecycle_on_sqlite(tmp_path: Path) -> None:
-    with _env(tmp_path, f"sqlite:///{tmp_path / 'voucher.sqlite3'}", None) as env:
+def test_lifecycle_on_sqlite(tmp_path: Path, sqlite_template: Path) -> None:
+    with _env(tmp_path, copy_sqlite_template(sqlite_template, tmp_path / "voucher.sqlite3"), None) as env:
         _run(env, max_examples=12, steps=40)
 
 

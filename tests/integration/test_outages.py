@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 
-from tests.conftest import PG_ADMIN_URL, REDIS_URL, make_settings, prepare
+from tests.conftest import PG_ADMIN_URL, REDIS_URL, make_settings
 from tests.faults import PrivateRedis, TcpProxy, private_redis, tcp_proxy
 from tests.helpers import Admin, MerchantCaller, problem_code
 from tests.redemption_support import checkout, item, make_world
@@ -35,16 +35,15 @@ def assert_503(resp: Any) -> None:
 
 
 @pytest.fixture
-def proxied(tmp_path: Path, pg_database_factory: Callable[[], str]) -> Iterator[tuple[Any, TcpProxy, str]]:
+def proxied(tmp_path: Path, pg_database_factory: Callable[..., str]) -> Iterator[tuple[Any, TcpProxy, str]]:
     """The app on its own PostgreSQL database reached through a proxy, with Redis of its own."""
-    direct = pg_database_factory()
+    direct = pg_database_factory(migrated=True)
     url = make_url(direct)
     with (
         tcp_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy,
         private_redis(tmp_path / "redis") as r,
     ):
         via_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-        prepare(make_settings(tmp_path, direct)).engine.dispose()
         app = create_app(make_settings(tmp_path, via_proxy, r.url))
         try:
             yield app, proxy, direct

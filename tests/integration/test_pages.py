@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_settings, prepare
+from tests.conftest import copy_sqlite_template, make_settings
 from tests.helpers import sms_code
 from voucher_service import create_app
 from voucher_service.services import issuance
@@ -63,9 +63,9 @@ def test_session_cookie_flags_and_logout_revokes_the_session(app, ctx):
     assert resp.status_code == 302 and resp.headers["Location"].startswith("/wallet/login")
 
 
-def test_cookies_are_secure_in_production(tmp_path):
-    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'v.sqlite3'}", env="production")
-    prepare(settings).engine.dispose()
+def test_cookies_are_secure_in_production(tmp_path, sqlite_template):
+    url = copy_sqlite_template(sqlite_template, tmp_path / "v.sqlite3")
+    settings = make_settings(tmp_path, url, env="production")
     app = create_app(settings, start_sealer=False)
     resp = app.test_client().get("/")
     assert all("Secure" in h for h in resp.headers.getlist("Set-Cookie") if h.startswith("vs_csrf="))

@@ -393,6 +393,7 @@ def test_scripts_reconcile_takes_the_same_arguments(app, admin, tmp_path):
         **os.environ,
         "VOUCHER_DATABASE_URL": ctx.settings.database_url,
         "VOUCHER_ENV": "test",
+        "VOUCHER_TEST_CHEAP_HASHING": "1",
         "VOUCHER_VAR_DIR": str(tmp_path / "var"),
         "VOUCHER_REDIS_URL": "",
     }

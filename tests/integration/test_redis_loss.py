@@ -70,12 +70,9 @@ def assert_replay_refused(resp: Any) -> None:
 
 @pytest.fixture
 def world(tmp_path: Path, pg_database_factory: Any) -> Iterator[tuple[Settings, PrivateRedis, Any, Platform]]:
-    from tests.conftest import prepare
-
-    url = pg_database_factory()  # its own database: the voucher count below is this test's alone
+    url = pg_database_factory(migrated=True)  # its own database: the voucher count below is this test's alone
     with private_redis(tmp_path / "redis") as r:
         settings = make_settings(tmp_path, url, r.url)
-        prepare(settings).engine.dispose()
         app = create_app(settings)
         ctx = app.extensions["voucher"]
         admin = Admin(app.test_client(), create_admin_token(ctx, "ops"))

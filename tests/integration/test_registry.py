@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from tests.conftest import REDIS_URL, make_settings, prepare
+from tests.conftest import REDIS_URL, make_settings
 from tests.helpers import MerchantCaller, problem_code
 from voucher_service.adapters.db.models import (
     AuditEntry,
@@ -487,7 +487,7 @@ def test_the_seed_registry_is_generated_and_imported(sqlite_settings, tmp_path):
 @pytest.fixture
 def pg_registry_ctx(pg_database_factory: Any, tmp_path: Path) -> Any:
     """A fresh PostgreSQL database of its own: registry state is global, so tests must not share it."""
-    ctx = prepare(make_settings(tmp_path, pg_database_factory(), REDIS_URL))
+    ctx = ServiceContext.build(make_settings(tmp_path, pg_database_factory(migrated=True), REDIS_URL))
     yield ctx
     ctx.engine.dispose()
 

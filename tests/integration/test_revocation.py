@@ -30,6 +30,7 @@ def cli_env(app: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
         "VOUCHER_SIGNING_KEY_PASSPHRASE": settings.signing_key_passphrase,
         "VOUCHER_VAR_DIR": str(settings.var_dir),
         "VOUCHER_ENV": "test",
+        "VOUCHER_TEST_CHEAP_HASHING": "1",
     }
 
 
@@ -145,6 +146,7 @@ def test_end_sessions_ends_every_session_of_the_resident_and_a_new_login_works(
         "VOUCHER_SIGNING_KEY_PASSPHRASE": ctx.settings.signing_key_passphrase,
         "VOUCHER_VAR_DIR": str(ctx.settings.var_dir),
         "VOUCHER_ENV": "test",
+        "VOUCHER_TEST_CHEAP_HASHING": "1",
     }
     phone = "138" + str(uuid.uuid4().int)[:8]  # the PostgreSQL database is shared by the session's tests
     mine = [consumer_headers(client, ctx.settings.sms_outbox, phone) for _ in range(2)]

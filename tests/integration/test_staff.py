@@ -17,6 +17,7 @@ from voucher_service.config import Settings
 from voucher_service.domain.errors import RateLimited, Unauthorized, ValidationFailed
 from voucher_service.services import staff
 from voucher_service.services.context import ServiceContext
+from voucher_service.services.credentials import create_admin_token
 
 PASSWORD = "correct horse battery"
 
@@ -25,9 +26,25 @@ def create(admin: Admin, merchant_id: str, username: str, password: str = PASSWO
     return admin.post(f"/api/v1/merchants/{merchant_id}/staff", {"username": username, "password": password})
 
 
-def test_an_admin_creates_a_staff_account_answered_without_its_password(
-    admin: Admin, ctx: ServiceContext
-) -> None:
+# The tests hash with cheap argon2 parameters (tests/conftest.py); these are production's.
+PRODUCTION_COST = {
+    f.name: f.default for f in dataclasses.fields(Settings) if f.name.startswith("staff_password_")
+}
+
+
+@pytest.fixture
+def strong_app(sqlite_settings: Settings) -> Any:
+    """The app hashing staff passwords at production's cost."""
+    from voucher_service import create_app
+
+    app = create_app(dataclasses.replace(sqlite_settings, **PRODUCTION_COST))
+    yield app
+    app.extensions["voucher"].engine.dispose()
+
+
+def test_an_admin_creates_a_staff_account_answered_without_its_password(strong_app: Any) -> None:
+    ctx: ServiceContext = strong_app.extensions["voucher"]
+    admin = Admin(strong_app.test_client(), create_admin_token(ctx, "tester"))
     m = admin.create_merchant()
     resp = create(admin, m.id, "Cashier.One")
     assert resp.status_code == 201, resp.get_json()
@@ -112,6 +129,23 @@ def test_authenticate_accepts_the_password_and_refuses_others_the_same_way(
     assert actions.count("staff.login_succeeded") == 1 and actions.count("staff.login_failed") == 2
 
 
+def test_a_login_rehashes_a_password_hashed_at_another_cost(
+    admin: Admin, ctx: ServiceContext, strong_app: Any, sqlite_settings: Settings
+) -> None:
+    m = admin.create_merchant()
+    made = create(admin, m.id, "cashier").get_json()
+    with ctx.sessions() as s:
+        cheap = s.scalars(select(StaffAccount.password_hash).where(StaffAccount.id == made["id"])).one()
+    assert cheap.startswith("$argon2id$v=19$m=8,t=1,p=1$")
+    strong: ServiceContext = strong_app.extensions["voucher"]  # the same database, production's cost
+    assert strong.settings.database_url == sqlite_settings.database_url
+    assert staff.authenticate(strong, "cashier", PASSWORD, client="127.0.0.1").staff_id == made["id"]
+    with ctx.sessions() as s:
+        rehashed = s.scalars(select(StaffAccount.password_hash).where(StaffAccount.id == made["id"])).one()
+    assert rehashed.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    assert staff.authenticate(strong, "cashier", PASSWORD, client="127.0.0.1").staff_id == made["id"]
+
+
 def test_bad_login_input_is_refused_before_any_hashing(ctx: ServiceContext) -> None:
     with pytest.raises(ValidationFailed):
         staff.authenticate(ctx, "cashier", "x" * 10_000, client="127.0.0.1")
@@ -161,6 +195,7 @@ def cli_env(settings: Settings) -> dict[str, str]:
         "VOUCHER_SIGNING_KEY_PASSPHRASE": settings.signing_key_passphrase,
         "VOUCHER_VAR_DIR": str(settings.var_dir),
         "VOUCHER_ENV": "test",
+        "VOUCHER_TEST_CHEAP_HASHING": "1",
         "VOUCHER_REDIS_URL": "",
     }
 

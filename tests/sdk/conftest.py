@@ -13,7 +13,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from merchant_sdk import VoucherClient
-from tests.conftest import make_settings, prepare
+from tests.conftest import copy_sqlite_template, make_settings
 from tests.helpers import Admin
 from tests.sdk.support import FakeService, TokenMaker
 from voucher_service import create_app
@@ -70,10 +70,9 @@ class LiveApp:
 
 
 @pytest.fixture
-def live_app(tmp_path: Path) -> Iterator[LiveApp]:
+def live_app(tmp_path: Path, sqlite_template: Path) -> Iterator[LiveApp]:
     """The real app (SQLite, in-process store) served by werkzeug on a free port in a thread."""
-    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'voucher.sqlite3'}")
-    prepare(settings).engine.dispose()
+    settings = make_settings(tmp_path, copy_sqlite_template(sqlite_template, tmp_path / "voucher.sqlite3"))
     app = create_app(settings)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="live-app", daemon=True)

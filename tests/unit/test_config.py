@@ -68,3 +68,32 @@ def test_production_accepts_a_16_character_passphrase_and_keeps_the_full_scrypt_
     )
     assert settings.signing_key_passphrase == "p" * 16
     assert settings.signing_key_scrypt_n >= 2**15
+
+
+def test_production_hashes_staff_passwords_with_rfc_9106s_second_setting_and_the_strong_scrypt(tmp_path):
+    """Tests lower these costs for speed (tests/conftest.py); production never runs with them lowered."""
+    from voucher_service.services.staff import password_hasher
+
+    settings = Settings.from_env({**PROD, "VOUCHER_VAR_DIR": str(tmp_path)})
+    hasher = password_hasher(settings)
+    assert (hasher.time_cost, hasher.memory_cost, hasher.parallelism) == (3, 64 * 1024, 4)
+    assert hasher.hash("correct horse battery").startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    assert settings.signing_key_scrypt_n == 2**15
+
+
+@pytest.mark.parametrize(
+    "weaker",
+    [{"staff_password_time_cost": 1}, {"staff_password_memory_kib": 1024}, {"signing_key_scrypt_n": 2**10}],
+)
+def test_production_refuses_weaker_password_or_key_hashing(weaker, tmp_path):
+    with pytest.raises(ConfigurationError, match="production"):
+        Settings.from_env({**PROD, "VOUCHER_VAR_DIR": str(tmp_path)}, **weaker)
+    Settings.from_env({"VOUCHER_VAR_DIR": str(tmp_path)}, **weaker)  # tests and development may
+
+
+def test_cheap_hashing_is_for_the_test_environment_only(tmp_path):
+    env = {"VOUCHER_VAR_DIR": str(tmp_path), "VOUCHER_TEST_CHEAP_HASHING": "1"}
+    assert Settings.from_env({**env, "VOUCHER_ENV": "test"}).staff_password_memory_kib == 8
+    assert Settings.from_env({**env, "VOUCHER_ENV": "development"}).staff_password_memory_kib == 64 * 1024
+    production = Settings.from_env({**PROD, **env})
+    assert (production.staff_password_memory_kib, production.signing_key_scrypt_n) == (64 * 1024, 2**15)

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from voucher_service.adapters.base45 import b45decode, b45encode
 from voucher_service.adapters.key_storage import decrypt_private_key
 from voucher_service.domain.presentations import PRESENTATION_PREFIX, VP_CLAIM_IAT, VP_CLAIM_TOKEN, HolderKey
+from voucher_service.domain.states import SigningKeyStatus
 
 COSE_TAG_SIGN1 = 18
 ALG_ES256 = -7
@@ -325,7 +326,7 @@ class KeyRing:
         for row in rows:
             pub = public_key_from_jwk(row.public_jwk)
             loaded = LoadedKey(row.kid, b64url_decode(row.kid), pub, dict(row.public_jwk), row.status)
-            if row.status == "active":
+            if row.status == SigningKeyStatus.ACTIVE:
                 loaded.private_key = decrypt_private_key(row.private_key_pem, self._passphrase)
                 active = loaded
             keys[row.kid] = loaded

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from voucher_service.cli import CliState, main, pass_state
 from voucher_service.domain.errors import VoucherServiceError
 from voucher_service.domain.money import format_yuan
+from voucher_service.domain.states import DisputeStatus
 
 T = TypeVar("T")
 DATE = click.DateTime(formats=["%Y-%m-%d"])
@@ -196,8 +197,8 @@ def disputes() -> None:
 @disputes.command("list")
 @click.option(
     "--status",
-    type=click.Choice(["open", "accepted", "rejected", "all"]),
-    default="open",
+    type=click.Choice([*(s.value for s in DisputeStatus), "all"]),
+    default=DisputeStatus.OPEN.value,
     show_default=True,
 )
 @click.option("--program", "program_id", help="Only this programme's disputes.")

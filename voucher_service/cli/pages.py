@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from voucher_service.cli import CliState, main, pass_state
+from voucher_service.domain.states import ProductStatus
 
 
 def _sample_gtin(state: CliState) -> str | None:
@@ -25,7 +26,11 @@ def _sample_gtin(state: CliState) -> str | None:
         except Exception:  # an empty or missing database: no sample
             return None
         for p in products:
-            if p["status"] == "active" and p["valid_from"] <= today <= p["valid_to"] and p["gtins"]:
+            if (
+                p["status"] == ProductStatus.ACTIVE
+                and p["valid_from"] <= today <= p["valid_to"]
+                and p["gtins"]
+            ):
                 return str(p["gtins"][0]).lstrip("0").rjust(13, "0")
         if cursor is None:
             break

@@ -21,6 +21,7 @@ from typing import Any
 
 from voucher_service.domain.gtin import is_valid_gtin, normalise_gtin
 from voucher_service.domain.money import split_proportionally
+from voucher_service.domain.states import ProductStatus
 
 NOT_CERTIFIED = "not_certified"
 CERTIFICATION_EXPIRED = "certification_expired"
@@ -155,9 +156,9 @@ def resolve_product(
 
 def certification_reason(product: ProductSnapshot, scope: EligibilityScope, on: dt.date) -> str | None:
     """None when the product counts on `on` in this scope, else why not."""
-    if product.status == "revoked":
+    if product.status == ProductStatus.REVOKED:
         return CERTIFICATION_REVOKED
-    if product.status != "active":
+    if product.status != ProductStatus.ACTIVE:
         return CERTIFICATION_SUSPENDED
     if not product.valid_from <= on <= product.valid_to:
         return CERTIFICATION_EXPIRED

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo, available_timezones
 
 from voucher_service.domain.errors import BudgetExceeded, ValidationFailed
+from voucher_service.domain.states import ProgramStatus
 
 CHANNELS = ("online", "offline")
 CERTIFICATION_TYPES = ("national", "guangxi", "shenzhen")
@@ -148,7 +149,7 @@ def voucher_window(
 
 def window_verdict(status: str, starts_at: dt.datetime, ends_at: dt.datetime, now: dt.datetime) -> str | None:
     """None when the programme accepts claims and redemptions at `now`, else why not."""
-    if status != "active":
+    if status != ProgramStatus.ACTIVE:
         return f"the programme is {status}"
     if now < starts_at:
         return "the programme has not started"

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from voucher_service.domain.gtin import with_check_digit
 from voucher_service.domain.guangxi_counties import PREFECTURES, REGISTRY_COUNTIES, short_name
 from voucher_service.domain.registry_rows import HEADER
+from voucher_service.domain.states import ProductStatus
 
 SEED_PRODUCTS = 3552
 SEED_SUPPLIERS = 1252
@@ -213,11 +214,17 @@ def _validity(rng: random.Random) -> tuple[dt.date, dt.date, str]:
     draw = rng.random()
     if 0.86 <= draw < 0.92:  # expired: certified in 2023-24 for two years
         start = dt.date(2023, 1, 1) + dt.timedelta(days=rng.randrange(700))
-        return start, _years_later(start, 2), "active"
+        return start, _years_later(start, 2), ProductStatus.ACTIVE.value
     start = dt.date(2025, 1, 1) + dt.timedelta(days=rng.randrange(546))
     end = min(_years_later(start, 3), dt.date(2028, 12, 31))
-    status = "active" if draw < 0.86 else "suspended" if draw < 0.96 else "revoked"
-    return start, end, status
+    status = (
+        ProductStatus.ACTIVE
+        if draw < 0.86
+        else ProductStatus.SUSPENDED
+        if draw < 0.96
+        else ProductStatus.REVOKED
+    )
+    return start, end, status.value
 
 
 def _supplier_names(rng: random.Random, code: str, count: int) -> list[tuple[str, str]]:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from voucher_service.domain.gtin import check_digit, is_valid_gtin, normalise_gtin
+from voucher_service.domain.states import ProductStatus
 
 HEADER: tuple[str, ...] = (
     "certification_no",
@@ -32,7 +33,7 @@ HEADER: tuple[str, ...] = (
     "status",
 )
 CERTIFICATION_TYPES: tuple[str, ...] = ("national", "guangxi", "shenzhen")
-STATUSES: tuple[str, ...] = ("active", "suspended", "revoked")
+STATUSES: tuple[str, ...] = tuple(ProductStatus)
 MAX_LENGTHS: dict[str, int] = {
     "certification_no": 64,
     "product_name": 200,

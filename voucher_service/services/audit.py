@@ -22,17 +22,18 @@ from sqlalchemy.orm import Session
 
 from voucher_service.adapters.db.models import AuditEntry, LedgerEntry, Program, Redemption, Tier, Voucher
 from voucher_service.domain.errors import NotFound
+from voucher_service.domain.states import RedemptionStatus, VoucherStatus
 from voucher_service.services import audit_log
 from voucher_service.services.context import ServiceContext
 from voucher_service.services.ledger import BUCKETS
 
 SHOWN = 10
 STATE_OF_STATUS = {
-    "available": "unclaimed",
-    "issued": "outstanding",
-    "redeemed": "redeemed",
-    "expired": "expired",
-    "void": "void",
+    VoucherStatus.AVAILABLE: "unclaimed",
+    VoucherStatus.ISSUED: "outstanding",
+    VoucherStatus.REDEEMED: "redeemed",
+    VoucherStatus.EXPIRED: "expired",
+    VoucherStatus.VOID: "void",
 }
 
 
@@ -124,7 +125,7 @@ def _books(s: Session, program_id: str | None) -> list[ProgramBooks]:
     state: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(BUCKETS, 0))
     for pid, status, was_recycled, fen in vouchers:
         bucket = STATE_OF_STATUS.get(status)
-        if bucket is None or (status == "expired" and was_recycled):
+        if bucket is None or (status == VoucherStatus.EXPIRED and was_recycled):
             continue  # a recycled voucher's value lives on in the fresh pool row that replaced it
         state[pid][bucket] += int(fen)
     minted = dict(
@@ -141,7 +142,7 @@ def _books(s: Session, program_id: str | None) -> list[ProgramBooks]:
         s.execute(
             scoped(
                 select(Redemption.program_id, func.sum(Redemption.discount_fen))
-                .where(Redemption.status == "active")
+                .where(Redemption.status == RedemptionStatus.ACTIVE)
                 .group_by(Redemption.program_id),
                 Redemption.program_id,
             )
@@ -217,7 +218,7 @@ def _where(s: Session, program_id: str) -> list[str]:
         .join(Voucher, Voucher.id == Redemption.voucher_id)
         .where(
             Redemption.program_id == program_id,
-            Redemption.status == "active",
+            Redemption.status == RedemptionStatus.ACTIVE,
             Redemption.discount_fen != Voucher.face_value_fen,
         )
         .order_by(Redemption.id)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from voucher_service.adapters.db.models import Enrolment, Merchant, Program, Redemption, Tier, Voucher
 from voucher_service.domain.errors import NotFound, ValidationFailed
 from voucher_service.domain.statements import FORMATS
+from voucher_service.domain.states import RedemptionStatus, VoucherStatus
 from voucher_service.services import audit, programs, registry, reporting
 from voucher_service.services.context import ServiceContext
 from voucher_service.services.ledger import BUCKETS
@@ -79,17 +80,21 @@ def dashboard(ctx: ServiceContext, program_id: str) -> dict[str, Any]:
             tier = tiers.get(code)
             if tier is None:
                 continue
-            if status == "available":
+            if status == VoucherStatus.AVAILABLE:
                 tier["remaining"] += int(n)
             if status in programs.CLAIMED_STATUSES:
                 tier["claimed"] += int(n)
                 tier["claimed_fen"] += int(fen)
-            if status == "redeemed":
+            if status == VoucherStatus.REDEEMED:
                 tier["redeemed"] += int(n)
                 tier["redeemed_fen"] += int(fen)
         claims = _daily_counts(s, tz, Voucher.claimed_at, Voucher.program_id == program_id)
         redemptions = _daily_counts(
-            s, tz, Redemption.redeemed_at, Redemption.program_id == program_id, Redemption.status == "active"
+            s,
+            tz,
+            Redemption.redeemed_at,
+            Redemption.program_id == program_id,
+            Redemption.status == RedemptionStatus.ACTIVE,
         )
     days = sorted(set(claims) | set(redemptions))
     return {

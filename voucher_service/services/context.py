@@ -16,6 +16,7 @@ from voucher_service.adapters.secret_box import SecretBox
 from voucher_service.adapters.signing import KeyRing
 from voucher_service.adapters.sms import SmsSender, make_sms
 from voucher_service.config import Settings
+from voucher_service.domain.states import SigningKeyStatus
 
 
 def utcnow() -> dt.datetime:
@@ -56,7 +57,9 @@ class ServiceContext:
 
         def load_keys() -> list[SigningKey]:
             with key_reader() as s:
-                return list(s.scalars(select(SigningKey).where(SigningKey.status != "expired")))
+                return list(
+                    s.scalars(select(SigningKey).where(SigningKey.status != SigningKeyStatus.EXPIRED))
+                )
 
         replica_reads = None
         if settings.database_replica_url:

@@ -27,6 +27,7 @@ from voucher_service.adapters.db.models import (
 )
 from voucher_service.domain.clock import parse_rfc3339, rfc3339
 from voucher_service.domain.errors import Forbidden, InvalidState, NotFound, ValidationFailed
+from voucher_service.domain.states import DisputeStatus, RedemptionStatus, check_transition
 from voucher_service.services import audit_log
 from voucher_service.services import reconciliation_sql as q
 from voucher_service.services.context import ServiceContext
@@ -36,7 +37,7 @@ from voucher_service.services.reconciliation_files import Locator
 # the dispute pays it. The others (missing_in_ledger, duplicate_in_statement, reversed_in_ledger,
 # double_spend) have no active redemption to pay; correcting them is a ledger matter.
 DISPUTABLE = ("amount_mismatch", "missing_in_statement", "refunded_in_statement")
-STATUSES = ("open", "accepted", "rejected")
+STATUSES = tuple(DisputeStatus)
 MAX_NOTE = 1000
 MAX_PAGE = 200
 
@@ -264,7 +265,7 @@ def open_dispute(
             order_id=item.order_id,
             amount_fen=int(item.ledger_discount_fen or 0),
             note=text,
-            status="open",
+            status=check_transition(None, DisputeStatus.OPEN),
             created_at=now,
         )
         s.add(dispute)
@@ -328,14 +329,16 @@ def decide_dispute(
         dispute = s.get(Dispute, dispute_id) if len(dispute_id) <= 36 else None
         if dispute is None:
             raise NotFound(f"No dispute {dispute_id}.")
-        if dispute.status != "open":
+        if dispute.status != DisputeStatus.OPEN:
             raise InvalidState(f"Dispute {dispute_id} was already {dispute.status}.")
         redemption = s.get(Redemption, dispute.redemption_id)
-        if accept and (redemption is None or redemption.status != "active"):
+        if accept and (redemption is None or redemption.status != RedemptionStatus.ACTIVE):
             raise InvalidState(
                 f"Redemption {dispute.redemption_id} is no longer active; there is nothing to pay. Reject it."
             )
-        dispute.status = "accepted" if accept else "rejected"
+        dispute.status = check_transition(
+            dispute.status, DisputeStatus.ACCEPTED if accept else DisputeStatus.REJECTED
+        )
         dispute.decided_at, dispute.decided_by, dispute.decision_note = now, actor[:100], text
         audit_log.record(
             s,

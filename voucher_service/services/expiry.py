@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from voucher_service.adapters.db.models import LedgerEntry, Program, Voucher
 from voucher_service.domain.errors import NotFound
+from voucher_service.domain.states import VoucherStatus, check_transition
 from voucher_service.services import audit_log
 from voucher_service.services.context import ServiceContext
 from voucher_service.services.programs import forget_gates, sold_out_key
@@ -67,8 +68,12 @@ def expire_vouchers(
 def _expire_program(s: Session, program_id: str, now: dt.datetime) -> dict[str, Any]:
     rows = s.execute(
         update(Voucher)
-        .where(Voucher.program_id == program_id, Voucher.status == "issued", Voucher.expires_at <= now)
-        .values(status="expired", status_changed_at=now)
+        .where(
+            Voucher.program_id == program_id,
+            Voucher.status == VoucherStatus.ISSUED,
+            Voucher.expires_at <= now,
+        )
+        .values(status=check_transition(VoucherStatus.ISSUED, VoucherStatus.EXPIRED), status_changed_at=now)
         .returning(Voucher.id, Voucher.face_value_fen)
         .execution_options(synchronize_session=False)
     ).all()
@@ -98,7 +103,7 @@ def _recycle_program(
         update(Voucher)
         .where(
             Voucher.program_id == program_id,
-            Voucher.status == "expired",
+            Voucher.status == VoucherStatus.EXPIRED,
             Voucher.recycled_at.is_(None),
             Voucher.expires_at <= expired_before,
         )
@@ -117,7 +122,7 @@ def _recycle_program(
                     "tier_code": tier,
                     "face_value_fen": face,
                     "min_spend_fen": min_spend,
-                    "status": "available",
+                    "status": check_transition(None, VoucherStatus.AVAILABLE),
                 }
                 for new, _, tier, face, min_spend in fresh[start : start + CHUNK]
             ],

@@ -15,6 +15,7 @@ from voucher_service.adapters.key_storage import (
     is_legacy_encryption,
 )
 from voucher_service.adapters.signing import generate_private_key, public_jwk
+from voucher_service.domain.states import SigningKeyStatus, check_transition
 from voucher_service.services import audit_log
 from voucher_service.services.context import ServiceContext
 
@@ -22,7 +23,7 @@ from voucher_service.services.context import ServiceContext
 RETIRED_GRACE = dt.timedelta(days=1)
 
 
-def _new_key(ctx: ServiceContext, status: str, now: dt.datetime) -> SigningKey:
+def _new_key(ctx: ServiceContext, status: SigningKeyStatus, now: dt.datetime) -> SigningKey:
     key = generate_private_key()
     jwk = public_jwk(key.public_key())
     return SigningKey(
@@ -31,9 +32,9 @@ def _new_key(ctx: ServiceContext, status: str, now: dt.datetime) -> SigningKey:
             key, ctx.settings.signing_key_passphrase, ctx.settings.signing_key_scrypt_n
         ),
         public_jwk=jwk,
-        status=status,
+        status=check_transition(None, status),
         created_at=now,
-        activated_at=now if status == "active" else None,
+        activated_at=now if status == SigningKeyStatus.ACTIVE else None,
     )
 
 
@@ -48,7 +49,7 @@ def ensure_signing_keys(ctx: ServiceContext) -> int:
     created = 0
     with ctx.sessions.begin() as s:
         statuses = set(s.scalars(select(SigningKey.status).with_for_update()))
-        for status in ("active", "next"):
+        for status in (SigningKeyStatus.ACTIVE, SigningKeyStatus.NEXT):
             if status not in statuses:
                 row = _new_key(ctx, status, now)
                 s.add(row)
@@ -69,19 +70,21 @@ def rotate_keys(ctx: ServiceContext, actor: str = "cli") -> dict[str, str]:
         keys = {
             k.status: k
             for k in s.scalars(
-                select(SigningKey).where(SigningKey.status.in_(("active", "next"))).with_for_update()
+                select(SigningKey)
+                .where(SigningKey.status.in_((SigningKeyStatus.ACTIVE, SigningKeyStatus.NEXT)))
+                .with_for_update()
             )
         }
-        old, nxt = keys.get("active"), keys.get("next")
+        old, nxt = keys.get(SigningKeyStatus.ACTIVE), keys.get(SigningKeyStatus.NEXT)
         if nxt is None:
-            nxt = _new_key(ctx, "next", now)
+            nxt = _new_key(ctx, SigningKeyStatus.NEXT, now)
             s.add(nxt)
         if old is not None:
-            old.status = "retired"
+            old.status = check_transition(old.status, SigningKeyStatus.RETIRED)
             old.retired_at = now
-        nxt.status = "active"
+        nxt.status = check_transition(nxt.status, SigningKeyStatus.ACTIVE)
         nxt.activated_at = now
-        newer = _new_key(ctx, "next", now)
+        newer = _new_key(ctx, SigningKeyStatus.NEXT, now)
         s.add(newer)
         result = {"retired": old.kid if old else "", "active": nxt.kid, "next": newer.kid}
         audit_log.record(s, actor, "signing_key.rotated", "signing_key", nxt.kid, result, now)
@@ -141,8 +144,8 @@ def expire_retired_keys(ctx: ServiceContext) -> list[str]:
     with ctx.sessions.begin() as s:
         rows = s.scalars(select(SigningKey).where(SigningKey.kid.in_(list(due))).with_for_update())
         for row in rows:
-            if row.status == "retired":
-                row.status = "expired"
+            if row.status == SigningKeyStatus.RETIRED:
+                row.status = check_transition(row.status, SigningKeyStatus.EXPIRED)
                 row.publish_until = due[row.kid]
                 expired.append(row.kid)
                 audit_log.record(
@@ -163,7 +166,7 @@ def _due_for_expiry(s: Session, now: dt.datetime) -> dict[str, dt.datetime]:
     rows = list(
         s.scalars(
             select(SigningKey).where(
-                SigningKey.status == "retired", SigningKey.retired_at <= now - RETIRED_GRACE
+                SigningKey.status == SigningKeyStatus.RETIRED, SigningKey.retired_at <= now - RETIRED_GRACE
             )
         )
     )
@@ -194,7 +197,7 @@ def jwks(ctx: ServiceContext) -> dict[str, Any]:
         last_expiry = dict(
             s.execute(
                 select(Voucher.kid, func.max(Voucher.expires_at))
-                .where(Voucher.kid.in_([r.kid for r in rows if r.status == "retired"]))
+                .where(Voucher.kid.in_([r.kid for r in rows if r.status == SigningKeyStatus.RETIRED]))
                 .group_by(Voucher.kid)
             ).all()
         )
@@ -203,9 +206,9 @@ def jwks(ctx: ServiceContext) -> dict[str, Any]:
         latest_end = s.scalar(select(func.max(Program.ends_at))) or now + dt.timedelta(days=365)
     for row in rows:
         exp: dt.datetime = max(latest_end, now)
-        if row.status == "expired":
+        if row.status == SigningKeyStatus.EXPIRED:
             continue
-        if row.status == "retired":
+        if row.status == SigningKeyStatus.RETIRED:
             exp = _retired_key_end(row, last_expiry.get(row.kid))
             if exp <= now:
                 continue

@@ -43,6 +43,7 @@ from voucher_service.domain.errors import (
     OfflineRefreshRequired,
     ProgramNotActive,
 )
+from voucher_service.domain.states import OfflineVerdict, SkuMappingStatus
 from voucher_service.services import audit_log
 from voucher_service.services.context import ServiceContext
 
@@ -116,7 +117,7 @@ def approved_sku_mappings(ctx: ServiceContext, merchant_id: str) -> list[dict[st
     with ctx.sessions() as s:
         rows = s.execute(
             select(SkuMapping.sku, SkuMapping.certification_no)
-            .where(SkuMapping.merchant_id == merchant_id, SkuMapping.status == "approved")
+            .where(SkuMapping.merchant_id == merchant_id, SkuMapping.status == SkuMappingStatus.APPROVED)
             .order_by(SkuMapping.sku)
         )
         return [{"sku": sku, "certification_no": cert} for sku, cert in rows]
@@ -223,10 +224,10 @@ def sync_records(
     rules = offline_rules(merchant_id, terminal_id, ctx.now())
     for record in sorted(records, key=lambda r: r.seq):
         if rejected:
-            results.append(RecordResult(record.seq, "rejected", AFTER_REJECTED))
+            results.append(RecordResult(record.seq, OfflineVerdict.REJECTED, AFTER_REJECTED))
             continue
         result = _judge(ctx, merchant_id, terminal_id, public_key, record, actor, rules)
-        rejected = result.status == "rejected" and result.code in (
+        rejected = result.status == OfflineVerdict.REJECTED and result.code in (
             BAD_HASH,
             BAD_SIGNATURE,
             CHAIN_BROKEN,
@@ -274,7 +275,7 @@ def _judge(
                 {"seq": record.seq, "record_hash": record.record_hash[:64], "code": problem},
                 now,
             )
-            return RecordResult(record.seq, "rejected", problem)
+            return RecordResult(record.seq, OfflineVerdict.REJECTED, problem)
         status, code, redemption_id = redemption.record_offline_redemption(
             ctx, s, merchant_id, terminal_id, record.payload, rules
         )
@@ -364,7 +365,7 @@ def _offline_period_discount_fen(
         select(func.coalesce(func.sum(OfflineRecord.discount_fen), 0)).where(
             *mine,
             OfflineRecord.program_id == program_id,
-            OfflineRecord.status == "accepted",
+            OfflineRecord.status == OfflineVerdict.ACCEPTED,
             OfflineRecord.seq > (synced_through or 0),
         )
     )

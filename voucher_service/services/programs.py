@@ -14,11 +14,12 @@ from voucher_service.adapters.db.models import Program, ProgramSuspension, Progr
 from voucher_service.domain.clock import rfc3339
 from voucher_service.domain.errors import InvalidState, NotFound
 from voucher_service.domain.programs import ProgramSpec, validate_program
+from voucher_service.domain.states import ProgramStatus, VoucherStatus, check_transition
 from voucher_service.services import audit_log, ledger
 from voucher_service.services.context import ServiceContext
 
 MINT_CHUNK = 10_000
-CLAIMED_STATUSES = ("issued", "redeemed", "expired", "void")
+CLAIMED_STATUSES = frozenset(VoucherStatus) - {VoucherStatus.AVAILABLE}
 log = logging.getLogger(__name__)
 
 
@@ -46,7 +47,7 @@ def create_program(ctx: ServiceContext, spec: ProgramSpec, actor: str) -> dict[s
                 max_offline_hours=spec.max_offline_hours,
                 timezone=spec.timezone,
                 holder_binding=spec.holder_binding,
-                status="draft",
+                status=check_transition(None, ProgramStatus.DRAFT),
                 created_at=now,
             )
         )
@@ -95,7 +96,7 @@ def _mint_pool(s: Session, program: Program, tiers: list[Tier], now: dt.datetime
                         "tier_code": tier.code,
                         "face_value_fen": tier.face_value_fen,
                         "min_spend_fen": tier.min_spend_fen,
-                        "status": "available",
+                        "status": VoucherStatus.AVAILABLE,
                     }
                     for _ in range(n)
                 ],
@@ -119,13 +120,13 @@ def activate_program(ctx: ServiceContext, program_id: str, actor: str) -> dict[s
         program = s.get(Program, program_id, with_for_update=True)
         if program is None:
             raise NotFound(f"No programme {program_id}.")
-        if program.status == "active":
+        if program.status == ProgramStatus.ACTIVE:
             raise InvalidState("The programme is already active.")
         if program.activated_at is None:
             tiers = list(s.scalars(select(Tier).where(Tier.program_id == program_id).order_by(Tier.position)))
             _mint_pool(s, program, tiers, now)
             program.activated_at = now
-        program.status = "active"
+        program.status = check_transition(program.status, ProgramStatus.ACTIVE)
         for open_period in s.scalars(
             select(ProgramSuspension).where(
                 ProgramSuspension.program_id == program_id, ProgramSuspension.resumed_at.is_(None)
@@ -144,9 +145,9 @@ def suspend_program(ctx: ServiceContext, program_id: str, actor: str) -> dict[st
         program = s.get(Program, program_id, with_for_update=True)
         if program is None:
             raise NotFound(f"No programme {program_id}.")
-        if program.status != "active":
+        if program.status != ProgramStatus.ACTIVE:
             raise InvalidState(f"Only an active programme can be suspended; this one is {program.status}.")
-        program.status = "suspended"
+        program.status = check_transition(program.status, ProgramStatus.SUSPENDED)
         # A suspension resumed on this same clock tick is the same period going on, not a new one.
         period = s.get(ProgramSuspension, (program_id, now))
         if period is None:
@@ -198,12 +199,12 @@ def program_stats(s: Session, program_id: str, tiers: list[Tier]) -> dict[str, A
         "remaining_by_tier": {t.code: 0 for t in tiers},
     }
     for tier_code, status, count, fen in rows:
-        if status == "available":
+        if status == VoucherStatus.AVAILABLE:
             stats["remaining_by_tier"][tier_code] = int(count)
         if status in CLAIMED_STATUSES:
             stats["claimed"] += int(count)
             stats["claimed_fen"] += int(fen)
-        if status == "redeemed":
+        if status == VoucherStatus.REDEEMED:
             stats["redeemed"] += int(count)
             stats["redeemed_fen"] += int(fen)
     return stats

@@ -38,6 +38,7 @@ from voucher_service.domain.registry_rows import (
     parse_registry,
     row_sha256,
 )
+from voucher_service.domain.states import SkuMappingStatus
 from voucher_service.services import audit_log
 from voucher_service.services.context import ServiceContext
 from voucher_service.services.registry_queries import product_json
@@ -361,7 +362,9 @@ def approved_sku_map(session: Session, merchant_id: str, skus: Sequence[str]) ->
     found: dict[str, str] = {}
     for chunk in _chunks(wanted):
         stmt = select(SkuMapping.sku, SkuMapping.certification_no).where(
-            SkuMapping.merchant_id == merchant_id, SkuMapping.status == "approved", SkuMapping.sku.in_(chunk)
+            SkuMapping.merchant_id == merchant_id,
+            SkuMapping.status == SkuMappingStatus.APPROVED,
+            SkuMapping.sku.in_(chunk),
         )
         found.update({sku: cert for sku, cert in session.execute(stmt)})
     return found

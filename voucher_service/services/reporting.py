@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from voucher_service.adapters.db.models import CertifiedProduct, County, Program, ProgramTarget, Redemption
 from voucher_service.adapters.db.models import RedemptionLine as Line
 from voucher_service.domain.errors import NotFound
+from voucher_service.domain.states import RedemptionStatus
 from voucher_service.services.context import ServiceContext
 
 COUNTY_COLUMNS = (
@@ -63,7 +64,7 @@ def county_totals(
         .join(Redemption, Redemption.id == Line.redemption_id)
         .where(
             Redemption.program_id == program_id,
-            Redemption.status == "active",
+            Redemption.status == RedemptionStatus.ACTIVE,
             Line.eligible.is_(True),
             Line.county_code.is_not(None),
         )

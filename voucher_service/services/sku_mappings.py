@@ -16,10 +16,11 @@ from sqlalchemy import and_, or_, select
 from voucher_service.adapters.db.models import CertifiedProduct, Merchant, SkuMapping
 from voucher_service.domain.clock import rfc3339
 from voucher_service.domain.errors import NotFound, ValidationFailed
+from voucher_service.domain.states import SkuMappingStatus, check_transition
 from voucher_service.services import audit_log
 from voucher_service.services.context import ServiceContext
 
-STATUSES = ("pending", "approved", "rejected")
+STATUSES = tuple(SkuMappingStatus)
 
 
 def mapping_json(m: SkuMapping) -> dict[str, Any]:
@@ -54,14 +55,14 @@ def request_mapping(
         if (
             mapping is not None
             and mapping.certification_no == certification_no
-            and mapping.status in ("pending", "approved")
+            and mapping.status in (SkuMappingStatus.PENDING, SkuMappingStatus.APPROVED)
         ):
             return mapping_json(mapping), False
         if mapping is None:
             mapping = SkuMapping(merchant_id=merchant_id, sku=sku)
             s.add(mapping)
         mapping.certification_no = certification_no
-        mapping.status = "pending"
+        mapping.status = check_transition(mapping.status, SkuMappingStatus.PENDING)
         mapping.requested_at = now
         mapping.approved_by = None
         mapping.approved_at = None
@@ -89,7 +90,7 @@ def decide_mapping(
 ) -> dict[str, Any]:
     """Approve or reject a mapping; with `certification_no`, create or replace it already decided."""
     now = ctx.now()
-    status = "approved" if approve else "rejected"
+    status = SkuMappingStatus.APPROVED if approve else SkuMappingStatus.REJECTED
     with ctx.sessions.begin() as s:
         mapping = s.get(SkuMapping, (merchant_id, sku), with_for_update=True)
         if certification_no is not None:
@@ -100,13 +101,14 @@ def decide_mapping(
                 mapping = SkuMapping(merchant_id=merchant_id, sku=sku, requested_at=now)
                 s.add(mapping)
             elif mapping.certification_no != certification_no:
-                mapping.status = "pending"  # a different product: decided afresh below
+                # a different product: decided afresh below
+                mapping.status = check_transition(mapping.status, SkuMappingStatus.PENDING)
             mapping.certification_no = certification_no
         elif mapping is None:
             raise NotFound(f"Merchant {merchant_id!r} has no mapping for SKU {sku!r}.")
         if mapping.status == status:
             return mapping_json(mapping)
-        mapping.status = status
+        mapping.status = check_transition(mapping.status, status)
         mapping.approved_by = actor
         mapping.approved_at = now
         s.flush()

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -29,6 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from voucher_service.adapters.db.models import Merchant, StaffAccount
+from voucher_service.config import Settings
 from voucher_service.domain.clock import rfc3339
 from voucher_service.domain.errors import (
     Conflict,
@@ -46,13 +48,10 @@ PASSWORD_MIN = 10
 PASSWORD_MAX = 256
 # Longer input is refused before any normalisation or hashing.
 INPUT_MAX = 256
-HASHER = PasswordHasher(
-    time_cost=3, memory_cost=64 * 1024, parallelism=4, hash_len=32, salt_len=16, type=Type.ID
-)
 LOGIN_REFUSED = "Wrong username or password."
 
 _dummy_lock = threading.Lock()
-_dummy_hash: list[str] = []
+_dummy_hash: dict[PasswordHasher, str] = {}
 
 
 @dataclass(frozen=True)
@@ -144,7 +143,7 @@ def create_staff(
             raise NotFound(f"No merchant {merchant_id}.")
         if s.scalar(select(StaffAccount.id).where(StaffAccount.username == name)) is not None:
             raise Conflict(f"The username {name} is taken.")
-    hashed = HASHER.hash(secret)  # slow on purpose: outside any transaction
+    hashed = password_hasher(ctx.settings).hash(secret)  # slow on purpose: outside any transaction
     now = ctx.now()
     try:
         with ctx.sessions.begin() as s:
@@ -203,17 +202,38 @@ def disable_staff(
         return staff_to_json(row)
 
 
-def _dummy() -> str:
+def password_hasher(settings: Settings) -> PasswordHasher:
+    """The argon2id hasher of the configured cost (see Settings.staff_password_*)."""
+    return _hasher(
+        settings.staff_password_time_cost,
+        settings.staff_password_memory_kib,
+        settings.staff_password_parallelism,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _hasher(time_cost: int, memory_kib: int, parallelism: int) -> PasswordHasher:
+    return PasswordHasher(
+        time_cost=time_cost,
+        memory_cost=memory_kib,
+        parallelism=parallelism,
+        hash_len=32,
+        salt_len=16,
+        type=Type.ID,
+    )
+
+
+def _dummy(hasher: PasswordHasher) -> str:
     """A hash of a random password, verified against when the username is unknown (same cost)."""
     with _dummy_lock:
-        if not _dummy_hash:
-            _dummy_hash.append(HASHER.hash(secrets.token_urlsafe(16)))
-        return _dummy_hash[0]
+        if hasher not in _dummy_hash:
+            _dummy_hash[hasher] = hasher.hash(secrets.token_urlsafe(16))
+        return _dummy_hash[hasher]
 
 
-def _verify(hashed: str, password: str) -> bool:
+def _verify(hasher: PasswordHasher, hashed: str, password: str) -> bool:
     try:
-        return HASHER.verify(hashed, password)
+        return hasher.verify(hashed, password)
     except (VerificationError, InvalidHashError):
         return False
 
@@ -237,6 +257,7 @@ def authenticate(ctx: ServiceContext, username: str, password: str, *, client: s
         raise RateLimited(reset, f"Too many logins from this address; retry after {reset} s.")
     name = normalise_username(username)
     secret = unicodedata.normalize("NFKC", password)
+    hasher = password_hasher(ctx.settings)
     # Every attempt counts until one succeeds, so parallel guesses cannot slip past the limit.
     tries_key = _limit_key("user", name)
     if ctx.store.incr(tries_key, window) > ctx.settings.staff_login_attempts:
@@ -249,8 +270,8 @@ def authenticate(ctx: ServiceContext, username: str, password: str, *, client: s
         )
         merchant = s.get(Merchant, row.merchant_id) if row is not None else None
         known = row is not None and row.disabled_at is None and merchant is not None
-        stored = row.password_hash if known and row is not None else _dummy()
-        ok = _verify(stored, secret) and known
+        stored = row.password_hash if known and row is not None else _dummy(hasher)
+        ok = _verify(hasher, stored, secret) and known
     now = ctx.now()
     if not ok or row is None or merchant is None:
         with ctx.sessions.begin() as s:
@@ -267,10 +288,10 @@ def authenticate(ctx: ServiceContext, username: str, password: str, *, client: s
     ctx.store.delete(tries_key)
     identity = StaffIdentity(row.id, row.merchant_id, merchant.name, row.username)
     with ctx.sessions.begin() as s:
-        if HASHER.check_needs_rehash(stored):
+        if hasher.check_needs_rehash(stored):
             fresh = s.get(StaffAccount, row.id)
             if fresh is not None:
-                fresh.password_hash = HASHER.hash(secret)
+                fresh.password_hash = hasher.hash(secret)
         audit_log.record(
             s, identity.actor, "staff.login_succeeded", "staff", row.id, {"merchant_id": row.merchant_id}, now
         )

@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from voucher_service.adapters.db.models import Voucher
 from voucher_service.domain.clock import parse_rfc3339, rfc3339
+from voucher_service.domain.states import VoucherStatus
 from voucher_service.services.context import ServiceContext
 
 CACHE_TTL_S = 30
@@ -51,8 +52,8 @@ def voucher_status(ctx: ServiceContext, voucher_id: str) -> dict[str, Any] | Non
         return None
     status = found["status"]
     expires = parse_rfc3339(found["expires_at"]) if found.get("expires_at") else None
-    if status == "issued" and expires is not None and expires <= ctx.now():
-        status = "expired"
+    if status == VoucherStatus.ISSUED and expires is not None and expires <= ctx.now():
+        status = VoucherStatus.EXPIRED
     return {"holder_hash": found["holder_hash"], "status": status, "changed_at": found["changed_at"]}
 
 

@@ -14,6 +14,7 @@ from voucher_service.api.auth import service_context
 from voucher_service.domain.clock import local_date
 from voucher_service.domain.gtin import VALID_LENGTHS, check_digit
 from voucher_service.domain.programs import window_verdict
+from voucher_service.domain.states import ProductStatus, ProgramStatus
 from voucher_service.services import programs, registry_queries
 from voucher_service.services.context import ServiceContext
 from voucher_service.services.programs import sold_out_key
@@ -51,7 +52,7 @@ def _open_programmes(ctx: ServiceContext) -> list[dict[str, Any]]:
     now = ctx.now()
     out = []
     for summary in programs.list_programs(ctx):
-        if summary["status"] != "active":
+        if summary["status"] != ProgramStatus.ACTIVE:
             continue
         starts = dt.datetime.fromisoformat(summary["starts_at"].replace("Z", "+00:00"))
         ends = dt.datetime.fromisoformat(summary["ends_at"].replace("Z", "+00:00"))
@@ -129,9 +130,9 @@ def verdict_of(product: dict[str, Any], today: dt.date) -> dict[str, Any]:
     valid_from = dt.date.fromisoformat(product["valid_from"])
     valid_to = dt.date.fromisoformat(product["valid_to"])
     reason = None
-    if product["status"] == "suspended":
+    if product["status"] == ProductStatus.SUSPENDED:
         reason = _("The certification is suspended.")
-    elif product["status"] == "revoked":
+    elif product["status"] == ProductStatus.REVOKED:
         reason = _("The certification was revoked.")
     elif today < valid_from:
         reason = _("The certification is not valid yet.")

@@ -21,6 +21,7 @@ from voucher_service.domain.errors import (
     VoucherServiceError,
 )
 from voucher_service.domain.presentations import HolderKey
+from voucher_service.domain.states import VoucherStatus
 from voucher_service.services import consumers, holder_binding, issuance, programs, spending, voucher_status
 from voucher_service.web import page_blueprint
 from voucher_service.web.errors import error_text
@@ -284,11 +285,11 @@ def status(voucher_id: str) -> Response:
 
 def status_label(status: str) -> str:
     """A voucher's status in words."""
-    labels = {
-        "issued": _("Ready to use"),
-        "redeemed": _("Used"),
-        "expired": _("Expired"),
-        "void": _("Cancelled"),
+    labels: dict[str, str] = {
+        VoucherStatus.ISSUED: _("Ready to use"),
+        VoucherStatus.REDEEMED: _("Used"),
+        VoucherStatus.EXPIRED: _("Expired"),
+        VoucherStatus.VOID: _("Cancelled"),
     }
     return labels.get(status, status)
 
