@@ -98,9 +98,26 @@ def _merchant() -> Principal:
     if not hmac.compare_digest(expected, signature.strip()):
         raise Unauthorized("Unknown merchant or bad signature.")
     # Remember the nonce for twice the window, so it cannot come back while its timestamp is valid;
-    # requests signed before Redis last lost its data are refused (services.nonces).
-    nonces.use_nonce(ctx, merchant_id, nonce, int(timestamp))
+    # requests signed before Redis last lost its data are refused (services.nonces). A route that
+    # defers it checks it in the same round trip as its own FastStore work (routing.endpoint).
+    if g.get("defer_nonce"):
+        g.pending_nonce = nonces.PendingNonce(merchant_id, nonce, int(timestamp))
+    else:
+        nonces.use_nonce(ctx, merchant_id, nonce, int(timestamp))
     return Principal("merchant", merchant=merchant)
+
+
+def take_pending_nonce() -> nonces.PendingNonce | None:
+    """The deferred nonce of this request, for a service that checks it first thing (or None)."""
+    pending: nonces.PendingNonce | None = g.pop("pending_nonce", None)
+    return pending
+
+
+def settle_pending_nonce() -> None:
+    """Check a deferred nonce that no service took: its refusal comes before any other answer."""
+    pending = take_pending_nonce()
+    if pending is not None:
+        nonces.use_nonce(service_context(), pending.merchant_id, pending.nonce, pending.timestamp)
 
 
 def authenticate(kind: str) -> Principal:
