@@ -194,3 +194,37 @@ def test_on_a_cluster_each_script_keeps_to_one_slot(sqlite_settings: Settings) -
         assert 1 <= len(CrossSlotRefusing.scripts) <= 3
         assert platform.post(path, {"tier": "T20", "holder_ref": "u3"}).status_code == 201
         assert problem_code(platform.post(path, {"tier": "T20", "holder_ref": "u4"})) == "rate_limited"
+
+
+def test_an_ended_session_is_refused_before_anything_and_counts_against_no_limit(world: World) -> None:
+    world.tune(claim_rate_per_minute=2)
+    program = world.admin.create_program(per_person_limit=10)
+    path = _claims(program["id"])
+    assert world.ctx.settings.sms_outbox
+    client = world.app.test_client()
+    ended = consumer_headers(client, world.ctx.settings.sms_outbox, PHONE)
+    assert client.post(path, json={"tier": "T20"}, headers=ended).status_code == 201
+    assert client.delete("/api/v1/consumer/sessions", headers=ended).status_code == 204
+    for body in ({"tier": "T20"}, {"tier": "T20", "holder_ref": "stray"}, {"nope": 1}):
+        resp = client.post(path, json=body, headers=ended)
+        assert resp.status_code == 401 and problem_code(resp) == "unauthorized", resp.get_json()
+    live = consumer_headers(client, world.ctx.settings.sms_outbox, PHONE)
+    assert client.post(path, json={"tier": "T20"}, headers=live).status_code == 201  # 2 of 2
+    assert problem_code(client.post(path, json={"tier": "T20"}, headers=live)) == "rate_limited"
+
+
+def test_a_session_whose_state_is_not_cached_is_checked_from_the_database(world: World) -> None:
+    from voucher_service.services import credentials
+
+    program = world.admin.create_program(per_person_limit=10)
+    path = _claims(program["id"])
+    assert world.ctx.settings.sms_outbox
+    client = world.app.test_client()
+    headers = consumer_headers(client, world.ctx.settings.sms_outbox, PHONE)
+    holder = world.ctx.box.keyed_hash("phone", PHONE)
+    world.ctx.store.delete(credentials._state_key(holder))
+    assert client.post(path, json={"tier": "T20"}, headers=headers).status_code == 201
+    world.ctx.store.set(credentials._state_key(holder), b"not json", 60)  # unreadable: the database says
+    assert client.post(path, json={"tier": "T20"}, headers=headers).status_code == 201
+    credentials.end_holder_sessions(world.ctx, holder, "admin:test")
+    assert problem_code(client.post(path, json={"tier": "T20"}, headers=headers)) == "unauthorized"

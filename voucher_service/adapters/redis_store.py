@@ -6,6 +6,7 @@ workers would not share it. Nothing here is ever the only record of money.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Sequence
@@ -41,7 +42,18 @@ class FlagStep:
     key: str
 
 
-Step = NonceStep | CountStep | FlagStep
+@dataclass(frozen=True)
+class SessionStep:
+    """Check a consumer session against its holder's cached session state at `key` (JSON {"g": the
+    holder's session epoch, "e": ended session ids}). Result: 1 the session is live, 0 it is not, -1 the
+    state is not cached (or unreadable); later steps run only on 1."""
+
+    key: str
+    epoch: int
+    session_id: str
+
+
+Step = NonceStep | CountStep | FlagStep | SessionStep
 StepResult = tuple[bool, int | None] | int | bool
 
 
@@ -85,9 +97,9 @@ class FastStore(Protocol):
         """Tell whether the store answers."""
 
 
-# The steps of FastStore.admit: three ARGV per step (kind, TTL, then the epoch to go on with or the
-# limit); a nonce step takes two KEYS (the nonce, its epoch marker), the others one. A nonce step
-# answers two values (1/0 set, the epoch or ''), the others one.
+# The steps of FastStore.admit: three ARGV per step (kind, then the TTL and the epoch to go on with or
+# the limit, or a session's epoch and id); a nonce step takes two KEYS (the nonce, its epoch marker),
+# the others one. A nonce step answers two values (1/0 set, the epoch or ''), the others one.
 ADMIT_LUA = """
 local out, k = {}, 1
 for i = 1, #ARGV, 3 do
@@ -99,6 +111,22 @@ for i = 1, #ARGV, 3 do
     out[#out + 1] = added and 1 or 0
     out[#out + 1] = epoch or ''
     if not added or ARGV[i + 2] == '' or epoch ~= ARGV[i + 2] then return out end
+  elseif kind == 's' then
+    local raw = redis.call('GET', KEYS[k])
+    k = k + 1
+    local verdict = -1
+    if raw then
+      local ok, state = pcall(cjson.decode, raw)
+      if ok and type(state) == 'table' and type(state.g) == 'number' and type(state.e) == 'table' then
+        verdict = 1
+        if state.g ~= tonumber(ARGV[i + 1]) then verdict = 0 end
+        for _, ended in ipairs(state.e) do
+          if ended == ARGV[i + 2] then verdict = 0 end
+        end
+      end
+    end
+    out[#out + 1] = verdict
+    if verdict ~= 1 then return out end
   elseif kind == 'c' then
     local hits = redis.call('INCR', KEYS[k])
     redis.call('EXPIRE', KEYS[k], ARGV[i + 1])
@@ -159,6 +187,9 @@ class RedisStore:
                 elif isinstance(step, CountStep):
                     keys.append(self._p + step.key)
                     args += ["c", step.ttl_s, step.limit]
+                elif isinstance(step, SessionStep):
+                    keys.append(self._p + step.key)
+                    args += ["s", step.epoch, step.session_id]
                 else:
                     keys.append(self._p + step.key)
                     args += ["f", 0, 0]
@@ -176,6 +207,11 @@ class RedisStore:
                     hits = int(answer.pop(0))
                     results.append(hits)
                     if hits > step.limit:
+                        return results
+                elif isinstance(step, SessionStep):
+                    verdict = int(answer.pop(0))
+                    results.append(verdict)
+                    if verdict != 1:
                         return results
                 else:
                     results.append(bool(answer.pop(0)))
@@ -340,6 +376,11 @@ class MemoryStore:
                     results.append(hits)
                     if hits > step.limit:
                         break
+                elif isinstance(step, SessionStep):
+                    verdict = _session_verdict(self._live(step.key), step)
+                    results.append(verdict)
+                    if verdict != 1:
+                        break
                 else:
                     results.append(self._live(step.key) is not None)
         return results
@@ -357,6 +398,21 @@ class MemoryStore:
 
     def ping(self) -> bool:
         return True
+
+
+def _session_verdict(raw: bytes | None, step: SessionStep) -> int:
+    """What the script answers for a session step (SessionStep), for the in-process store."""
+    if raw is None:
+        return -1
+    try:
+        state = json.loads(raw)
+    except ValueError:
+        return -1
+    if not isinstance(state, dict) or not isinstance(state.get("e"), list):
+        return -1
+    if type(state.get("g")) not in (int, float):
+        return -1
+    return 1 if state["g"] == step.epoch and step.session_id not in state["e"] else 0
 
 
 def make_store(url: str | None, prefix: str) -> FastStore:

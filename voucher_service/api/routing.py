@@ -154,17 +154,18 @@ def endpoint(
     errors: tuple[str, ...] = (),
     idempotent: bool = False,
     content_type: str = "application/json",
-    defer_nonce: bool = False,
+    defer_store_checks: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a route: the view gets `principal`, and `body` / `query` when schemas are given.
 
-    `defer_nonce`: a merchant's request nonce is not checked while authenticating; the view hands it
-    (auth.take_pending_nonce) to a service that checks it in the same round trip as its own FastStore
-    work. Whatever the view does not hand on is checked before the answer goes out, and its refusal
-    replaces that answer, so the request is answered as if the nonce had been checked first."""
+    `defer_store_checks`: what authentication asks of the FastStore (a merchant's request nonce, whether
+    a consumer session was ended) is not asked while authenticating; the view hands it on
+    (auth.take_pending_nonce, take_pending_session) to a service that asks it in the same round trip as
+    its own FastStore work. Whatever the view does not hand on is checked before the answer goes out,
+    and its refusal replaces that answer, so the request is answered as if it had been checked first."""
     if auth not in AUTH_KINDS:
         raise ValueError(f"unknown auth kind {auth}")
-    from voucher_service.api.auth import authenticate, settle_pending_nonce  # late: auth imports services
+    from voucher_service.api.auth import authenticate, settle_pending_checks  # late: auth imports services
 
     prefix = bp.url_prefix or ""
     ROUTES.append(
@@ -196,15 +197,15 @@ def endpoint(
 
         @functools.wraps(view)
         def wrapper(**kwargs: Any) -> Response | Any:
-            if not defer_nonce:
+            if not defer_store_checks:
                 return run(**kwargs)
-            g.defer_nonce = True
+            g.defer_store_checks = True
             try:
                 answer = run(**kwargs)
             except BaseException:
-                settle_pending_nonce()
+                settle_pending_checks()
                 raise
-            settle_pending_nonce()
+            settle_pending_checks()
             return answer
 
         bp.add_url_rule(rule, endpoint=view.__name__, view_func=wrapper, methods=[method])

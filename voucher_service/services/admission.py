@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import cast
 
 from voucher_service.adapters.redis_store import CountStep, FlagStep, Step
-from voucher_service.domain.errors import RateLimited
-from voucher_service.services import nonces
+from voucher_service.domain.errors import RateLimited, Unauthorized
+from voucher_service.services import credentials, nonces
 from voucher_service.services.context import ServiceContext
 
 
@@ -31,14 +31,27 @@ class Limit:
 
 
 def admit(
-    ctx: ServiceContext, nonce: nonces.PendingNonce | None, limits: Sequence[Limit], gate: str | None = None
+    ctx: ServiceContext,
+    nonce: nonces.PendingNonce | None,
+    limits: Sequence[Limit],
+    gate: str | None = None,
+    session: credentials.SessionClaims | None = None,
 ) -> bool:
-    """Remember the nonce, count the limits in order and read the gate; raise as the first refusing
-    check would (replayed_request, service_unavailable, rate_limited); return whether `gate` is set."""
+    """Remember the nonce (or check the consumer session), count the limits in order and read the gate;
+    raise as the first refusing check would (replayed_request, service_unavailable, unauthorized,
+    rate_limited); return whether `gate` is set."""
     now = int(time.time())
     counts = [CountStep(f"{lim.key}:{now // lim.window_s}", lim.window_s + 1, lim.limit) for lim in limits]
     after: list[Step] = [*counts, *([FlagStep(gate)] if gate is not None else [])]
-    if nonce is None:
+    if session is not None:
+        results = ctx.store.admit([credentials.session_step(session), *after])
+        verdict = int(results[0])  # type: ignore[arg-type]
+        if not credentials.session_live(ctx, session, verdict):
+            raise Unauthorized("Invalid or expired credentials.")
+        results = results[1:]
+        if after and not results:  # the state was not cached: read, then the rest
+            results = ctx.store.admit(after)
+    elif nonce is None:
         results = ctx.store.admit(after)
     else:
         check = nonces.nonce_check(ctx, nonce)

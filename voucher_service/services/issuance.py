@@ -41,6 +41,7 @@ from voucher_service.domain.programs import voucher_window, window_verdict
 from voucher_service.domain.tokens import VoucherClaims
 from voucher_service.services import admission, audit_log, ledger, shards
 from voucher_service.services.context import ServiceContext
+from voucher_service.services.credentials import SessionClaims
 from voucher_service.services.nonces import PendingNonce
 from voucher_service.services.programs import sold_out_key, sold_out_keys
 
@@ -196,12 +197,14 @@ def claim_voucher(
     count: EventCounter | None = None,
     finish: Callable[[Session, dict[str, Any]], None] | None = None,
     nonce: PendingNonce | None = None,
+    session: SessionClaims | None = None,
 ) -> dict[str, Any]:
     """Issue one pool voucher of a tier to a holder; return the voucher with its signed token.
 
     `finish` runs inside the claim's transaction (it stores the idempotent answer atomically with it).
-    `nonce`, a platform request's nonce not yet remembered, is checked first, in the same FastStore
-    round trip as the rate limits and, when the programme is cached, the sold-out gate.
+    `nonce`, a platform request's nonce not yet remembered (or `session`, a consumer session not yet
+    checked against logouts), is checked first, in the same FastStore round trip as the rate limits and,
+    when the programme is cached, the sold-out gate.
     """
     count = count or (lambda _event: None)
     catalog = catalog or ProgramCatalog()
@@ -222,7 +225,7 @@ def claim_voucher(
             gate = sold_out_key(program_id, tier_code, tag)
         except VoucherServiceError as exc:
             refusal = exc
-    closed = admission.admit(ctx, nonce, limits, gate)
+    closed = admission.admit(ctx, nonce, limits, gate, session)
     if refusal is not None:
         raise refusal
     if terms is None or tier is None:  # not cached: read now that the limits let the claim through
