@@ -45,7 +45,7 @@ def admit(
     after: list[Step] = [*counts, *([FlagStep(gate)] if gate is not None else [])]
     if session is not None:
         results = ctx.store.admit([credentials.session_step(session), *after])
-        verdict = int(results[0])  # type: ignore[arg-type]
+        verdict = cast(int, results[0])
         if not credentials.session_live(ctx, session, verdict):
             raise Unauthorized("Invalid or expired credentials.")
         results = results[1:]
