@@ -6,9 +6,55 @@ workers would not share it. Nothing here is ever the only record of money.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
+
+
+@dataclass(frozen=True)
+class NonceStep:
+    """Set `key` if absent (TTL) and read the epoch `marker` (same cluster slot). Result: (whether this call
+    set the key, the marker's epoch or None). Later steps run only when the key was set and the marker
+    holds `go_on` (None: never)."""
+
+    key: str
+    marker: str
+    ttl_s: int
+    go_on: int | None
+
+
+@dataclass(frozen=True)
+class CountStep:
+    """Count a hit on `key` (its TTL renewed). Result: the hits so far; later steps run only within `limit`."""
+
+    key: str
+    ttl_s: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class FlagStep:
+    """Result: whether `key` exists."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class SessionStep:
+    """Check a consumer session against its holder's cached session state at `key` (JSON {"g": the
+    holder's session epoch, "e": ended session ids}). Result: 1 the session is live, 0 it is not, -1 the
+    state is not cached (or unreadable); later steps run only on 1."""
+
+    key: str
+    epoch: int
+    session_id: str
+
+
+Step = NonceStep | CountStep | FlagStep | SessionStep
+StepResult = tuple[bool, int | None] | int | bool
 
 
 class FastStore(Protocol):
@@ -36,9 +82,13 @@ class FastStore(Protocol):
     def incr(self, key: str, ttl_s: int | None = None) -> int:
         """Increment a counter, setting a TTL when it is created."""
 
-    def add_nonce(self, key: str, ttl_s: int, marker: str) -> tuple[bool, int | None]:
-        """Set `key` if absent (TTL) and read the epoch `marker`, in one round trip (both keys must share
-        a cluster slot); return (whether this call set the key, the marker's epoch or None)."""
+    def admit(self, steps: Sequence[Step]) -> list[StepResult]:
+        """Run the steps in order, atomically and in one round trip (on a Redis Cluster: one per run of
+        consecutive steps in one slot); stop after a step that refuses. Return the results of the steps
+        that ran."""
+
+    def set_many(self, keys: Sequence[str], value: bytes, ttl_s: int) -> None:
+        """Write `value` under each key, with a TTL."""
 
     def raise_markers(self, markers: list[str], epoch: int) -> None:
         """Set each marker (no TTL) to `epoch` unless it holds a later one."""
@@ -47,11 +97,59 @@ class FastStore(Protocol):
         """Tell whether the store answers."""
 
 
-# KEYS[1] the nonce, KEYS[2] its shard's epoch marker; ARGV[1] the nonce's TTL in seconds.
-ADD_NONCE_LUA = """
-local added = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
-local epoch = redis.call('GET', KEYS[2])
-return {added and 1 or 0, epoch or ''}
+# The steps of FastStore.admit: three ARGV per step (kind, then the TTL and the epoch to go on with or
+# the limit, or a session's epoch and id); a nonce step takes two KEYS (the nonce, its epoch marker),
+# the others one. A nonce step answers two values (1/0 set, the epoch or ''), the others one.
+ADMIT_LUA = """
+local out, k = {}, 1
+for i = 1, #ARGV, 3 do
+  local kind = ARGV[i]
+  if kind == 'n' then
+    local added = redis.call('SET', KEYS[k], '1', 'NX', 'EX', ARGV[i + 1])
+    local epoch = redis.call('GET', KEYS[k + 1])
+    k = k + 2
+    out[#out + 1] = added and 1 or 0
+    out[#out + 1] = epoch or ''
+    if not added or ARGV[i + 2] == '' or epoch ~= ARGV[i + 2] then return out end
+  elseif kind == 's' then
+    local raw = redis.call('GET', KEYS[k])
+    k = k + 1
+    local verdict = -1
+    if raw then
+      local ok, state = pcall(cjson.decode, raw)
+      if ok and type(state) == 'table' and type(state.g) == 'number' and type(state.e) == 'table' then
+        verdict = 1
+        if state.g ~= tonumber(ARGV[i + 1]) then verdict = 0 end
+        for _, ended in ipairs(state.e) do
+          if ended == ARGV[i + 2] then verdict = 0 end
+        end
+      end
+    end
+    out[#out + 1] = verdict
+    if verdict ~= 1 then return out end
+  elseif kind == 'c' then
+    local hits = redis.call('INCR', KEYS[k])
+    redis.call('EXPIRE', KEYS[k], ARGV[i + 1])
+    k = k + 1
+    out[#out + 1] = hits
+    if hits > tonumber(ARGV[i + 2]) then return out end
+  else
+    out[#out + 1] = redis.call('EXISTS', KEYS[k])
+    k = k + 1
+  end
+end
+return out
+"""
+# KEYS[1] a counter; ARGV[1] the TTL it gets when this call creates it (0: none).
+INCR_LUA = """
+local value = redis.call('INCR', KEYS[1])
+if value == 1 and tonumber(ARGV[1]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return value
+"""
+# KEYS the keys; ARGV[1] the value, ARGV[2] the TTL.
+SET_MANY_LUA = """
+for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[1], 'EX', ARGV[2]) end
+return #KEYS
 """
 # KEYS[1] a marker; ARGV[1] the epoch: never lowered, never expires.
 RAISE_MARKER_LUA = """
@@ -65,16 +163,83 @@ class RedisStore:
     """FastStore over a redis (or Redis Cluster) client, with every key under one prefix."""
 
     def __init__(self, client: object, prefix: str) -> None:
+        from redis.cluster import RedisCluster
+
         self._r = client
         self._p = prefix
+        self._cluster = isinstance(client, RedisCluster)
         self.born_unix: int | None = None
-        # EVALSHA, falling back to EVAL once after a restart flushed the script cache.
-        self._add_nonce = client.register_script(ADD_NONCE_LUA)  # type: ignore[attr-defined]
+        # EVALSHA, falling back to SCRIPT LOAD and EVALSHA again after a restart flushed the script cache.
+        self._admit = client.register_script(ADMIT_LUA)  # type: ignore[attr-defined]
+        self._incr = client.register_script(INCR_LUA)  # type: ignore[attr-defined]
+        self._set_many = client.register_script(SET_MANY_LUA)  # type: ignore[attr-defined]
         self._raise_marker = client.register_script(RAISE_MARKER_LUA)  # type: ignore[attr-defined]
 
-    def add_nonce(self, key: str, ttl_s: int, marker: str) -> tuple[bool, int | None]:
-        added, epoch = self._add_nonce(keys=[self._p + key, self._p + marker], args=[ttl_s])
-        return bool(added), int(epoch) if epoch not in (b"", "", None) else None
+    def admit(self, steps: Sequence[Step]) -> list[StepResult]:
+        results: list[StepResult] = []
+        for run in self._runs(steps):
+            keys: list[str] = []
+            args: list[str | int] = []
+            for step in run:
+                if isinstance(step, NonceStep):
+                    keys += [self._p + step.key, self._p + step.marker]
+                    args += ["n", step.ttl_s, "" if step.go_on is None else str(step.go_on)]
+                elif isinstance(step, CountStep):
+                    keys.append(self._p + step.key)
+                    args += ["c", step.ttl_s, step.limit]
+                elif isinstance(step, SessionStep):
+                    keys.append(self._p + step.key)
+                    args += ["s", step.epoch, step.session_id]
+                else:
+                    keys.append(self._p + step.key)
+                    args += ["f", 0, 0]
+            answer = list(self._admit(keys=keys, args=args))
+            for step in run[: len(answer)]:
+                if not answer:
+                    break
+                if isinstance(step, NonceStep):
+                    added, value = answer.pop(0), answer.pop(0)
+                    epoch = int(value) if value not in (b"", "", None) else None
+                    results.append((bool(added), epoch))
+                    if not added or step.go_on is None or epoch != step.go_on:
+                        return results
+                elif isinstance(step, CountStep):
+                    hits = int(answer.pop(0))
+                    results.append(hits)
+                    if hits > step.limit:
+                        return results
+                elif isinstance(step, SessionStep):
+                    verdict = int(answer.pop(0))
+                    results.append(verdict)
+                    if verdict != 1:
+                        return results
+                else:
+                    results.append(bool(answer.pop(0)))
+        return results
+
+    def _runs(self, steps: Sequence[Step]) -> list[list[Step]]:
+        """One script call for all steps; on a cluster, one per run of consecutive steps in one slot."""
+        if not self._cluster:
+            return [list(steps)] if steps else []
+        from redis.crc import key_slot
+
+        runs: list[list[Step]] = []
+        last = -1
+        for step in steps:
+            slot = key_slot((self._p + step.key).encode())
+            if runs and slot == last:
+                runs[-1].append(step)
+            else:
+                runs.append([step])
+            last = slot
+        return runs
+
+    def set_many(self, keys: Sequence[str], value: bytes, ttl_s: int) -> None:
+        if not self._cluster:
+            self._set_many(keys=[self._p + k for k in keys], args=[value, ttl_s])
+            return
+        for key in keys:  # one by one: each key may live in its own cluster slot
+            self._r.set(self._p + key, value, ex=ttl_s)  # type: ignore[attr-defined]
 
     def raise_markers(self, markers: list[str], epoch: int) -> None:
         for marker in markers:  # one by one: each marker lives in its own cluster slot
@@ -100,14 +265,16 @@ class RedisStore:
         self._r.set(self._p + key, value, ex=ttl_s)  # type: ignore[attr-defined]
 
     def delete(self, *keys: str) -> None:
+        if not keys:
+            return
+        if not self._cluster:
+            self._r.delete(*[self._p + key for key in keys])  # type: ignore[attr-defined]
+            return
         for key in keys:  # one by one: a cluster refuses multi-slot deletes
             self._r.delete(self._p + key)  # type: ignore[attr-defined]
 
     def incr(self, key: str, ttl_s: int | None = None) -> int:
-        value = int(self._r.incr(self._p + key))  # type: ignore[attr-defined]
-        if value == 1 and ttl_s:
-            self._r.expire(self._p + key, ttl_s)  # type: ignore[attr-defined]
-        return value
+        return int(self._incr(keys=[self._p + key], args=[ttl_s or 0]))
 
     def ping(self) -> bool:
         try:
@@ -190,13 +357,38 @@ class MemoryStore:
             self._write(key, (str(value).encode(), expires))
             return value
 
-    def add_nonce(self, key: str, ttl_s: int, marker: str) -> tuple[bool, int | None]:
+    def admit(self, steps: Sequence[Step]) -> list[StepResult]:
+        results: list[StepResult] = []
         with self._lock:
-            added = self._live(key) is None
-            if added:
-                self._data[key] = (b"1", time.monotonic() + ttl_s)
-            epoch = self._live(marker)
-            return added, int(epoch) if epoch is not None else None
+            for step in steps:
+                if isinstance(step, NonceStep):
+                    added = self._live(step.key) is None
+                    if added:
+                        self._write(step.key, (b"1", time.monotonic() + step.ttl_s))
+                    value = self._live(step.marker)
+                    epoch = int(value) if value is not None else None
+                    results.append((added, epoch))
+                    if not added or step.go_on is None or epoch != step.go_on:
+                        break
+                elif isinstance(step, CountStep):
+                    hits = int(self._live(step.key) or b"0") + 1
+                    self._write(step.key, (str(hits).encode(), time.monotonic() + step.ttl_s))
+                    results.append(hits)
+                    if hits > step.limit:
+                        break
+                elif isinstance(step, SessionStep):
+                    verdict = _session_verdict(self._live(step.key), step)
+                    results.append(verdict)
+                    if verdict != 1:
+                        break
+                else:
+                    results.append(self._live(step.key) is not None)
+        return results
+
+    def set_many(self, keys: Sequence[str], value: bytes, ttl_s: int) -> None:
+        with self._lock:
+            for key in keys:
+                self._write(key, (value, time.monotonic() + ttl_s))
 
     def raise_markers(self, markers: list[str], epoch: int) -> None:
         with self._lock:
@@ -206,6 +398,21 @@ class MemoryStore:
 
     def ping(self) -> bool:
         return True
+
+
+def _session_verdict(raw: bytes | None, step: SessionStep) -> int:
+    """What the script answers for a session step (SessionStep), for the in-process store."""
+    if raw is None:
+        return -1
+    try:
+        state = json.loads(raw)
+    except ValueError:
+        return -1
+    if not isinstance(state, dict) or not isinstance(state.get("e"), list):
+        return -1
+    if type(state.get("g")) not in (int, float):
+        return -1
+    return 1 if state["g"] == step.epoch and step.session_id not in state["e"] else 0
 
 
 def make_store(url: str | None, prefix: str) -> FastStore:

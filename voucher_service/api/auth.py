@@ -15,9 +15,12 @@ from voucher_service.services import nonces
 from voucher_service.services.context import ServiceContext
 from voucher_service.services.credentials import (
     MerchantAuth,
+    SessionClaims,
     admin_name_for,
     holder_for_session,
+    session_live,
     sign_merchant_request,
+    signed_session_claims,
 )
 
 NONCE_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")  # used with fullmatch: `$` would let a trailing newline in
@@ -98,9 +101,35 @@ def _merchant() -> Principal:
     if not hmac.compare_digest(expected, signature.strip()):
         raise Unauthorized("Unknown merchant or bad signature.")
     # Remember the nonce for twice the window, so it cannot come back while its timestamp is valid;
-    # requests signed before Redis last lost its data are refused (services.nonces).
-    nonces.use_nonce(ctx, merchant_id, nonce, int(timestamp))
+    # requests signed before Redis last lost its data are refused (services.nonces). A route that
+    # defers it checks it in the same round trip as its own FastStore work (routing.endpoint).
+    if g.get("defer_store_checks"):
+        g.pending_nonce = nonces.PendingNonce(merchant_id, nonce, int(timestamp))
+    else:
+        nonces.use_nonce(ctx, merchant_id, nonce, int(timestamp))
     return Principal("merchant", merchant=merchant)
+
+
+def take_pending_nonce() -> nonces.PendingNonce | None:
+    """The deferred nonce of this request, for a service that checks it first thing (or None)."""
+    pending: nonces.PendingNonce | None = g.pop("pending_nonce", None)
+    return pending
+
+
+def take_pending_session() -> SessionClaims | None:
+    """The consumer session of this request not yet checked against logouts (deferred), or None."""
+    pending: SessionClaims | None = g.pop("pending_session", None)
+    return pending
+
+
+def settle_pending_checks() -> None:
+    """Check a deferred nonce or session that no service took: its refusal comes before any other answer."""
+    pending = take_pending_nonce()
+    if pending is not None:
+        nonces.use_nonce(service_context(), pending.merchant_id, pending.nonce, pending.timestamp)
+    session = take_pending_session()
+    if session is not None and not session_live(service_context(), session):
+        raise Unauthorized("Invalid or expired credentials.")
 
 
 def authenticate(kind: str) -> Principal:
@@ -131,6 +160,12 @@ def _authenticate(kind: str) -> Principal:
                 return Principal("admin", admin_name=name)
             raise Forbidden("Admin tokens cannot act as a consumer.")
     if "consumer" in kind:
+        if g.get("defer_store_checks"):
+            # Whether the session was ended is asked with the route's own FastStore work.
+            claims = signed_session_claims(ctx, token)
+            if claims is not None:
+                g.pending_session = claims
+                return Principal("consumer", holder_hash=claims.holder_hash)
         holder = holder_for_session(ctx, token)
         if holder is not None:
             return Principal("consumer", holder_hash=holder)

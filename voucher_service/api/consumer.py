@@ -8,7 +8,13 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy.orm import Session
 
-from voucher_service.api.auth import Principal, service_context
+from voucher_service.api.auth import (
+    Principal,
+    service_context,
+    settle_pending_checks,
+    take_pending_nonce,
+    take_pending_session,
+)
 from voucher_service.api.consumer_schemas import (
     ClaimIn,
     ClaimOut,
@@ -25,7 +31,9 @@ from voucher_service.api.routing import endpoint, json_bytes, json_response
 from voucher_service.domain.errors import Forbidden, ValidationFailed
 from voucher_service.domain.presentations import HolderKey
 from voucher_service.services import consumers, credentials, holder_binding, idempotency, issuance
+from voucher_service.services.credentials import SessionClaims
 from voucher_service.services.idempotency import IdempotencyClaim, Outcome
+from voucher_service.services.nonces import PendingNonce
 
 bp = Blueprint("consumer", __name__, url_prefix="/api/v1")
 CLAIM_ERRORS = (
@@ -135,13 +143,18 @@ def _device_key(body: ClaimIn) -> HolderKey | None:
     body=ClaimIn,
     responses={201: ClaimOut},
     errors=CLAIM_ERRORS,
+    defer_store_checks=True,
 )
 def claim_voucher(principal: Principal, program_id: str, body: ClaimIn) -> Response:
     claimant = _claimant(principal, body)
     catalog = current_app.extensions.setdefault("voucher_programs", issuance.ProgramCatalog())
     metrics = current_app.extensions["voucher_metrics"]
 
-    def issue(finish: Callable[[Session, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    def issue(
+        finish: Callable[[Session, dict[str, Any]], None] | None = None,
+        nonce: PendingNonce | None = None,
+        session: SessionClaims | None = None,
+    ) -> dict[str, Any]:
         return issuance.claim_voucher(
             service_context(),
             program_id,
@@ -150,9 +163,13 @@ def claim_voucher(principal: Principal, program_id: str, body: ClaimIn) -> Respo
             catalog=catalog,
             count=metrics.count,
             finish=finish,
+            nonce=nonce,
+            session=session,
         )
 
     if principal.kind == "merchant" and request.headers.get("Idempotency-Key") is not None:
+        settle_pending_checks()  # before the key is looked up, as when authenticating
+
         # A platform retrying a claim whose answer it lost gets the same voucher, not a second one.
         def once(claim: IdempotencyClaim) -> Outcome:
             answer: list[Outcome] = []
@@ -166,7 +183,8 @@ def claim_voucher(principal: Principal, program_id: str, body: ClaimIn) -> Respo
             return answer[0]
 
         return run_idempotent(principal, once)
-    return json_response(with_qr_urls(issue()), 201)
+    # The nonce (or the session's state), the rate limits and the sold-out gate: one FastStore round trip.
+    return json_response(with_qr_urls(issue(nonce=take_pending_nonce(), session=take_pending_session())), 201)
 
 
 @endpoint(

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 from werkzeug.wsgi import get_content_length
@@ -154,11 +154,18 @@ def endpoint(
     errors: tuple[str, ...] = (),
     idempotent: bool = False,
     content_type: str = "application/json",
+    defer_store_checks: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Declare a route: the view gets `principal`, and `body` / `query` when schemas are given."""
+    """Declare a route: the view gets `principal`, and `body` / `query` when schemas are given.
+
+    `defer_store_checks`: what authentication asks of the FastStore (a merchant's request nonce, whether
+    a consumer session was ended) is not asked while authenticating; the view hands it on
+    (auth.take_pending_nonce, take_pending_session) to a service that asks it in the same round trip as
+    its own FastStore work. Whatever the view does not hand on is checked before the answer goes out,
+    and its refusal replaces that answer, so the request is answered as if it had been checked first."""
     if auth not in AUTH_KINDS:
         raise ValueError(f"unknown auth kind {auth}")
-    from voucher_service.api.auth import authenticate  # late: auth imports services
+    from voucher_service.api.auth import authenticate, settle_pending_checks  # late: auth imports services
 
     prefix = bp.url_prefix or ""
     ROUTES.append(
@@ -178,8 +185,7 @@ def endpoint(
     )
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(view)
-        def wrapper(**kwargs: Any) -> Response | Any:
+        def run(**kwargs: Any) -> Response | Any:
             refuse_nul(kwargs, "path")
             kwargs["principal"] = authenticate(auth)
             require_json_body()
@@ -188,6 +194,19 @@ def endpoint(
             if query is not None:
                 kwargs["query"] = parse_query(query)
             return view(**kwargs)
+
+        @functools.wraps(view)
+        def wrapper(**kwargs: Any) -> Response | Any:
+            if not defer_store_checks:
+                return run(**kwargs)
+            g.defer_store_checks = True
+            try:
+                answer = run(**kwargs)
+            except BaseException:
+                settle_pending_checks()
+                raise
+            settle_pending_checks()
+            return answer
 
         bp.add_url_rule(rule, endpoint=view.__name__, view_func=wrapper, methods=[method])
         return wrapper

@@ -23,7 +23,7 @@ from voucher_service.domain.errors import NotFound
 from voucher_service.domain.states import VoucherStatus, check_transition
 from voucher_service.services import audit_log
 from voucher_service.services.context import ServiceContext
-from voucher_service.services.programs import forget_gates, sold_out_key
+from voucher_service.services.programs import forget_gates, sold_out_keys
 
 CHUNK = 5_000
 
@@ -60,7 +60,7 @@ def expire_vouchers(
                 )
         if result["tiers"]:
             # Fresh pool rows: claims of a tier that had sold out may succeed again.
-            forget_gates(ctx, [sold_out_key(pid, code) for code in result["tiers"]])
+            forget_gates(ctx, [k for code in result["tiers"] for k in sold_out_keys(pid, code)])
         results.append({"program_id": pid, **{k: v for k, v in result.items() if k != "tiers"}})
     return results
 

@@ -33,7 +33,6 @@ from voucher_service.domain.errors import (
     MerchantNotEnrolled,
     NotFound,
     ProgramNotActive,
-    RateLimited,
     TierSoldOut,
     ValidationFailed,
     VoucherServiceError,
@@ -41,9 +40,11 @@ from voucher_service.domain.errors import (
 from voucher_service.domain.presentations import HolderKey
 from voucher_service.domain.programs import voucher_window, window_verdict
 from voucher_service.domain.tokens import VoucherClaims
-from voucher_service.services import audit_log, holder_binding, ledger
+from voucher_service.services import admission, audit_log, holder_binding, ledger, shards
 from voucher_service.services.context import ServiceContext
-from voucher_service.services.programs import sold_out_key
+from voucher_service.services.credentials import SessionClaims
+from voucher_service.services.nonces import PendingNonce
+from voucher_service.services.programs import sold_out_key, sold_out_keys
 
 # A gate may hide vouchers that come back to the pool (recycled after expiry) for this long at most.
 SOLD_OUT_GATE_TTL_S = 60
@@ -128,6 +129,16 @@ class ProgramCatalog:
             self._enrolled.put((program_id, merchant_id), now + self._ttl)
         return enrolled
 
+    def cached(self, program_id: str, merchant_id: str | None) -> ProgramTerms | None:
+        """The programme's terms when they (and the merchant's enrolment) are cached; no database work."""
+        now = time.monotonic()
+        hit = self._terms.get(program_id)
+        if hit is None or hit[0] <= now:
+            return None
+        if merchant_id is not None and (self._enrolled.get((program_id, merchant_id)) or 0.0) <= now:
+            return None
+        return hit[1]
+
 
 class _Refused(Exception):
     """Inside the claim transaction: roll back, then explain why (limit or empty pool)."""
@@ -137,10 +148,45 @@ class _Refused(Exception):
         self.reason = reason
 
 
-def _check_rate(ctx: ServiceContext, key: str, who: str) -> None:
-    hits, reset = ctx.store.hit(key, RATE_WINDOW_S)
-    if hits > ctx.settings.claim_rate_per_minute:
-        raise RateLimited(reset, f"Too many claims by this {who}; retry after {reset} s.")
+def _claim_limits(ctx: ServiceContext, claimant: Claimant) -> list[admission.Limit]:
+    """The holder's claim limit, then the platform merchant's (under its nonce's hash tag)."""
+    per_minute = ctx.settings.claim_rate_per_minute
+    holder = claimant.holder_hash
+    limits = [
+        admission.Limit(
+            f"{shards.holder_tag(holder)}:rate:claim:holder:{holder}",
+            RATE_WINDOW_S,
+            per_minute,
+            "Too many claims by this holder",
+        )
+    ]
+    if claimant.merchant_id is not None:
+        merchant = claimant.merchant_id
+        limits.append(
+            admission.Limit(
+                f"{shards.merchant_tag(merchant)}:rate:claim:merchant:{merchant}",
+                RATE_WINDOW_S,
+                per_minute,
+                "Too many claims by this merchant",
+            )
+        )
+    return limits
+
+
+def _tier_of(terms: ProgramTerms, tier_code: str, now: dt.datetime) -> TierTerms:
+    """The tier claimed, once the programme's (fixed) window is open; the status is checked in the
+    transaction."""
+    verdict = window_verdict("active", terms.starts_at, terms.ends_at, now)
+    if verdict:
+        raise ProgramNotActive(f"Claims are closed: {verdict}.")
+    tier = terms.tiers.get(tier_code)
+    if tier is None:
+        known = ", ".join(sorted(terms.tiers))
+        raise ValidationFailed(
+            f"Programme {terms.id} has no tier {tier_code!r}.",
+            [{"field": "tier", "message": f"must be one of {known}"}],
+        )
+    return tier
 
 
 def claim_voucher(
@@ -152,35 +198,49 @@ def claim_voucher(
     catalog: ProgramCatalog | None = None,
     count: EventCounter | None = None,
     finish: Callable[[Session, dict[str, Any]], None] | None = None,
+    nonce: PendingNonce | None = None,
+    session: SessionClaims | None = None,
 ) -> dict[str, Any]:
     """Issue one pool voucher of a tier to a holder; return the voucher with its signed token.
 
     `finish` runs inside the claim's transaction (it stores the idempotent answer atomically with it).
+    `nonce`, a platform request's nonce not yet remembered (or `session`, a consumer session not yet
+    checked against logouts), is checked first, in the same FastStore round trip as the rate limits and,
+    when the programme is cached, the sold-out gate.
     """
     count = count or (lambda _event: None)
     catalog = catalog or ProgramCatalog()
-    _check_rate(ctx, f"rate:claim:holder:{claimant.holder_hash}", "holder")
-    if claimant.merchant_id is not None:
-        _check_rate(ctx, f"rate:claim:merchant:{claimant.merchant_id}", "merchant")
-    terms = catalog.terms(ctx, program_id)
-    claimant, finish = holder_binding.prepare_claim(ctx, program_id, claimant, finish)
-    if claimant.merchant_id is not None and not catalog.is_enrolled(ctx, program_id, claimant.merchant_id):
-        raise MerchantNotEnrolled(f"Merchant {claimant.merchant_id} is not enrolled in this programme.")
+    limits = _claim_limits(ctx, claimant)
     now = ctx.now()
-    # The status is checked in the transaction; here only the (fixed) window is.
-    verdict = window_verdict("active", terms.starts_at, terms.ends_at, now)
-    if verdict:
-        raise ProgramNotActive(f"Claims are closed: {verdict}.")
-    tier = terms.tiers.get(tier_code)
-    if tier is None:
-        known = ", ".join(sorted(terms.tiers))
-        raise ValidationFailed(
-            f"Programme {program_id} has no tier {tier_code!r}.",
-            [{"field": "tier", "message": f"must be one of {known}"}],
-        )
-    if ctx.store.get(sold_out_key(program_id, tier_code)) is not None:
+    # Checked in this order, as if one after the other: nonce, limits, programme, enrolment, window,
+    # tier, gate. With the programme cached, its checks need no database, so the gate joins the script
+    # (its copy under the last limit's hash tag) and a refusal of theirs waits for the script's verdict.
+    terms = catalog.cached(program_id, claimant.merchant_id)
+    tier: TierTerms | None = None
+    refusal: VoucherServiceError | None = None
+    gate: str | None = None
+    if terms is not None:
+        try:
+            tier = _tier_of(terms, tier_code, now)
+            merchant = claimant.merchant_id
+            tag = shards.merchant_tag(merchant) if merchant else shards.holder_tag(claimant.holder_hash)
+            gate = sold_out_key(program_id, tier_code, tag)
+        except VoucherServiceError as exc:
+            refusal = exc
+    closed = admission.admit(ctx, nonce, limits, gate, session)
+    if refusal is not None:
+        raise refusal
+    if terms is None or tier is None:  # not cached: read now that the limits let the claim through
+        terms = catalog.terms(ctx, program_id)
+        merchant = claimant.merchant_id
+        if merchant is not None and not catalog.is_enrolled(ctx, program_id, merchant):
+            raise MerchantNotEnrolled(f"Merchant {merchant} is not enrolled in this programme.")
+        tier = _tier_of(terms, tier_code, now)
+        closed = ctx.store.get(sold_out_key(program_id, tier_code)) is not None
+    if closed:
         count("claims_sold_out_fast")
         raise TierSoldOut(f"Tier {tier_code} is sold out.")
+    claimant, finish = holder_binding.prepare_claim(ctx, program_id, claimant, finish)
     # Fetched before the transaction: the key ring may reload from the database, and on SQLite a
     # second connection opened inside our write transaction would wait for our own lock.
     key = ctx.keys.active()
@@ -287,7 +347,7 @@ def _explain_refusal(
             )
         )
     if left is None:
-        ctx.store.set(sold_out_key(terms.id, tier.code), b"1", SOLD_OUT_GATE_TTL_S)
+        ctx.store.set_many(sold_out_keys(terms.id, tier.code), b"1", SOLD_OUT_GATE_TTL_S)
     return TierSoldOut(f"Tier {tier.code} is sold out.")
 
 

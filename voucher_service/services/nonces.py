@@ -7,10 +7,12 @@ inside the window. So the nonces live in *epochs*:
 
 - The database keeps, per Redis namespace (the key prefix), the current epoch number and `not_before`:
   the unix second before which no request signature is accepted any more (table `nonce_epochs`).
-- Redis keeps the epoch number in marker keys without TTL, one per nonce shard. The nonce SET NX and
-  the GET of its shard's marker are one Lua script: one round trip, as a bare SET NX was. A nonce and
-  its marker share a hash tag, `{nonce:<shard>}`, so the script runs on a Redis Cluster too, and 64
-  shards spread the nonces over the cluster's slots.
+- Redis keeps the epoch number in marker keys without TTL, one per hash tag (services.shards). A nonce
+  lives under its merchant's tag, next to that tag's marker, so the nonce SET NX and the GET of the
+  marker are one Lua script: one round trip, as a bare SET NX was, and on a Redis Cluster too (the
+  merchant's claim counter shares the tag, so a claim's nonce and limits are one script as well).
+  Renaming the tags (as from the old `{nonce:<shard>}` ones) leaves the new markers missing, which is
+  a loss: requests signed before the rename are refused, so no nonce slips through the move.
 - Each worker caches the epoch it last read from the database. Normal case: the marker holds the cached
   epoch, and nothing else happens (no database access, no second round trip).
 - A missing marker means Redis lost its data: the worker starts a new epoch in the database (row lock,
@@ -32,34 +34,30 @@ import logging
 import threading
 import time
 import weakref
-import zlib
 from dataclasses import dataclass
+from typing import cast
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from voucher_service.adapters.db.models import NonceEpoch
+from voucher_service.adapters.redis_store import NonceStep
 from voucher_service.domain.errors import ReplayedRequest, ServiceUnavailable
+from voucher_service.services import shards
 from voucher_service.services.context import ServiceContext
 
-SHARDS = 64
 log = logging.getLogger(__name__)
 
 
-def _tag(shard: int) -> str:
-    return "{nonce:" + str(shard) + "}"
-
-
 def keys_for(merchant_id: str, nonce: str) -> tuple[str, str]:
-    """(nonce key, its shard's epoch marker key): the same hash tag, so the same cluster slot."""
-    shard = zlib.crc32(f"{merchant_id}\n{nonce}".encode()) % SHARDS
-    tag = _tag(shard)
-    return f"{tag}:{merchant_id}:{nonce}", f"{tag}:epoch"
+    """(nonce key, its tag's epoch marker key): the merchant's hash tag, so one cluster slot."""
+    tag = shards.merchant_tag(merchant_id)
+    return f"{tag}:nonce:{merchant_id}:{nonce}", f"{tag}:epoch"
 
 
 def all_markers() -> list[str]:
-    """Every shard's epoch marker key."""
-    return [f"{_tag(i)}:epoch" for i in range(SHARDS)]
+    """Every tag's epoch marker key."""
+    return [f"{tag}:epoch" for tag in shards.all_tags()]
 
 
 @dataclass(frozen=True)
@@ -90,15 +88,48 @@ def _guard(ctx: ServiceContext) -> NonceGuard:
         return per_namespace.setdefault(ctx.settings.redis_prefix, NonceGuard())
 
 
+@dataclass(frozen=True)
+class PendingNonce:
+    """The nonce of an authenticated merchant request, not yet remembered."""
+
+    merchant_id: str
+    nonce: str
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class NonceCheck:
+    """A nonce's FastStore step, and the cached epoch it was built with."""
+
+    pending: PendingNonce
+    step: NonceStep
+    epoch: Epoch | None
+
+
+def nonce_check(ctx: ServiceContext, pending: PendingNonce) -> NonceCheck:
+    """The step that remembers the nonce and reads its marker. Steps after it (rate limits, gates) run in
+    the same script only when the request is sure to pass: the nonce is new, the marker holds the cached
+    epoch and the request was signed after that epoch began."""
+    nonce_key, marker = keys_for(pending.merchant_id, pending.nonce)
+    epoch = _guard(ctx).cached
+    go_on = epoch.number if epoch is not None and pending.timestamp >= epoch.not_before else None
+    step = NonceStep(nonce_key, marker, 2 * ctx.settings.signature_window_s + 5, go_on)
+    return NonceCheck(pending, step, epoch)
+
+
 def use_nonce(ctx: ServiceContext, merchant_id: str, nonce: str, timestamp: int) -> None:
     """Remember the nonce of an authenticated merchant request; raise when it may be a replay."""
-    window = ctx.settings.signature_window_s
-    nonce_key, marker = keys_for(merchant_id, nonce)
-    added, marked = ctx.store.add_nonce(nonce_key, 2 * window + 5, marker)
-    guard = _guard(ctx)
-    epoch = guard.cached
+    check = nonce_check(ctx, PendingNonce(merchant_id, nonce, timestamp))
+    judge(ctx, check, ctx.store.admit([check.step])[0])
+
+
+def judge(ctx: ServiceContext, check: NonceCheck, result: object) -> None:
+    """Raise when the nonce step's result (whether it set the nonce, the marker's epoch) may be a replay."""
+    added, marked = cast(tuple[bool, int | None], result)
+    timestamp = check.pending.timestamp
+    epoch = check.epoch
     if epoch is None or marked != epoch.number:  # the rare path: a new epoch, a new worker, lost data
-        epoch = _settle(ctx, guard, marker)
+        epoch = _settle(ctx, _guard(ctx), check.step.marker)
     if not added:
         raise ReplayedRequest("This X-Voucher-Nonce was already used.")
     if timestamp < epoch.started:

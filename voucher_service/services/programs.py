@@ -15,7 +15,7 @@ from voucher_service.domain.clock import rfc3339
 from voucher_service.domain.errors import InvalidState, NotFound
 from voucher_service.domain.programs import ProgramSpec, validate_program
 from voucher_service.domain.states import ProgramStatus, VoucherStatus, check_transition
-from voucher_service.services import audit_log, ledger
+from voucher_service.services import audit_log, ledger, shards
 from voucher_service.services.context import ServiceContext
 
 MINT_CHUNK = 10_000
@@ -161,7 +161,7 @@ def suspend_program(ctx: ServiceContext, program_id: str, actor: str) -> dict[st
 def _clear_sold_out_gates(ctx: ServiceContext, program_id: str) -> None:
     with ctx.sessions() as s:
         codes = list(s.scalars(select(Tier.code).where(Tier.program_id == program_id)))
-    forget_gates(ctx, [sold_out_key(program_id, c) for c in codes])
+    forget_gates(ctx, [k for c in codes for k in sold_out_keys(program_id, c)])
 
 
 def forget_gates(ctx: ServiceContext, keys: list[str]) -> None:
@@ -174,9 +174,15 @@ def forget_gates(ctx: ServiceContext, keys: list[str]) -> None:
         log.warning("could not clear %d sold-out gates; they expire by themselves", len(keys), exc_info=True)
 
 
-def sold_out_key(program_id: str, tier_code: str) -> str:
-    """The Redis key of a tier's sold-out gate."""
-    return f"soldout:{program_id}:{tier_code}"
+def sold_out_key(program_id: str, tier_code: str, tag: str = shards.tag(0)) -> str:
+    """The Redis key of a tier's sold-out gate: its copy under a hash tag (services.shards). The gate is
+    written under every tag, so a claim reads it in the same script as its other keys; any copy tells."""
+    return f"{tag}:soldout:{program_id}:{tier_code}"
+
+
+def sold_out_keys(program_id: str, tier_code: str) -> list[str]:
+    """Every copy of a tier's sold-out gate (written and dropped together)."""
+    return [sold_out_key(program_id, tier_code, tag) for tag in shards.all_tags()]
 
 
 def program_stats(s: Session, program_id: str, tiers: list[Tier]) -> dict[str, Any]:
