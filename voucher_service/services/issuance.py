@@ -26,6 +26,7 @@ from voucher_service.adapters.db import claims as claims_db
 from voucher_service.adapters.db.models import Enrolment, Program, Tier, Voucher
 from voucher_service.adapters.lru import LRU
 from voucher_service.adapters.signing import LoadedKey, encode_token
+from voucher_service.domain.books import CLAIM_MOVE
 from voucher_service.domain.clock import rfc3339
 from voucher_service.domain.errors import (
     ClaimLimitReached,
@@ -222,35 +223,34 @@ def _claim_in_transaction(
         "holder": claimant.holder_hash[:12],
         "merchant_id": claimant.merchant_id,
     }
-    books_written = claims_db.issue(
+    claims_db.issue(
         s,
         claims_db.Issue(
             voucher_id=voucher_id,
-            holder_hash=claimant.holder_hash,
-            merchant_id=claimant.merchant_id,
-            now=now,
-            valid_from=valid_from,
-            expires_at=expires_at,
-            kid=key.kid,
-            token=token,
-            actor=claimant.actor,
-            audit_data=audit_data,
+            voucher=claims_db.IssuedVoucher(
+                status="issued",
+                holder_hash=claimant.holder_hash,
+                claimed_by_merchant_id=claimant.merchant_id,
+                claimed_at=now,
+                valid_from=valid_from,
+                expires_at=expires_at,
+                kid=key.kid,
+                token=token,
+                status_changed_at=now,
+            ),
+            ledger=ledger.entry(
+                program_id=terms.id,
+                kind="claim",
+                from_bucket=CLAIM_MOVE[0],
+                to_bucket=CLAIM_MOVE[1],
+                amount_fen=tier.face_value_fen,
+                at=now,
+                voucher_id=voucher_id,
+                ref=tier.code,
+            ),
+            audit=audit_log.entry(claimant.actor, "voucher.claimed", "voucher", voucher_id, audit_data, now),
         ),
     )
-    if not books_written:
-        # PostgreSQL appends the same two rows inside the issuing statement (one round trip).
-        ledger.move(
-            s,
-            program_id=terms.id,
-            kind="claim",
-            from_bucket="unclaimed",
-            to_bucket="outstanding",
-            amount_fen=tier.face_value_fen,
-            at=now,
-            voucher_id=voucher_id,
-            ref=tier.code,
-        )
-        audit_log.record(s, claimant.actor, "voucher.claimed", "voucher", voucher_id, audit_data, now)
     return {
         "voucher_id": voucher_id,
         "program_id": terms.id,

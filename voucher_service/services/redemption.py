@@ -13,22 +13,20 @@ import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn
 
-from sqlalchemy import CursorResult, insert, select, update
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from sqlalchemy.orm import Mapper, Session
 
-from voucher_service.adapters.db.engine import is_postgres
 from voucher_service.adapters.db.models import (
     CertifiedProduct,
     Redemption,
     RedemptionLine,
-    RevocationEvent,
     Voucher,
 )
 from voucher_service.adapters.db.redemptions import (
+    AlreadyRedeemed,
     Completion,
     ProgramFacts,
     RedemptionWrite,
@@ -36,6 +34,7 @@ from voucher_service.adapters.db.redemptions import (
     checkout_facts,
     write_redemption,
 )
+from voucher_service.domain.books import BUCKET_OF_REDEEMABLE_STATUS
 from voucher_service.domain.clock import local_date, parse_rfc3339
 from voucher_service.domain.eligibility import (
     BasketLine,
@@ -67,7 +66,7 @@ from voucher_service.services.redemption_records import encode_json, redemption_
 from voucher_service.services.tokens import sign_receipt, verify_voucher_token
 
 # Which ledger bucket a voucher's face value sits in, by the status it is redeemed from.
-BUCKET_OF_STATUS = {"issued": "outstanding", "expired": "expired"}
+BUCKET_OF_STATUS = BUCKET_OF_REDEEMABLE_STATUS
 
 
 @dataclass(frozen=True)
@@ -380,33 +379,33 @@ def _record(
         "source": source,
     }
     actor = f"merchant:{merchant_id}"
-    if is_postgres(s):
-        _write_in_one_statement(
-            s, RedemptionWrite(r, lines, allowed, now, actor, facts, _completion(claim, body))
-        )
-        return Outcome(201, payload, body)
-    if claim is not None:
-        idempotency.complete(s, claim, 201, body)  # first: a lost lease stops us before any effect
-    from_status = _take_voucher(s, a.voucher.id, allowed, a.at, now)
-    try:  # bulk inserts: the hot path skips the unit of work's bookkeeping
-        s.execute(insert(Redemption), [_column_values(r)])
-    except IntegrityError:  # the partial unique index: another active redemption of this voucher
-        raise VoucherAlreadyRedeemed("The voucher was already redeemed.") from None
-    s.execute(insert(RedemptionLine), [_column_values(x) for x in lines])
-    event = {"program_id": a.program.id, "voucher_id": a.voucher.id, "kind": "redeemed", "created_at": now}
-    s.execute(insert(RevocationEvent).values(**event))
-    ledger.move(
-        s,
-        program_id=a.program.id,
-        kind="redeem",
-        from_bucket=BUCKET_OF_STATUS[from_status],
-        to_bucket="redeemed",
-        amount_fen=a.verdict.discount_fen,
-        at=now,
-        voucher_id=a.voucher.id,
-        ref=redemption_id,
+    write = RedemptionWrite(
+        redemption=_column_values(r),
+        lines=[_column_values(x) for x in lines],
+        event={"program_id": a.program.id, "voucher_id": a.voucher.id, "kind": "redeemed", "created_at": now},
+        ledger=ledger.entry(
+            program_id=a.program.id,
+            kind="redeem",
+            from_bucket=BUCKET_OF_STATUS[a.voucher.status],  # checked; the write takes the state it finds
+            to_bucket="redeemed",
+            amount_fen=a.verdict.discount_fen,
+            at=now,
+            voucher_id=a.voucher.id,
+            ref=redemption_id,
+        ),
+        audit=audit_log.entry(actor, "redemption.created", "redemption", redemption_id, facts, now),
+        allowed=allowed,
+        now=now,
+        completion=_completion(claim, body),
     )
-    audit_log.record(s, actor, "redemption.created", "redemption", redemption_id, facts, now)
+    try:
+        written = write_redemption(s, write)
+    except AlreadyRedeemed:  # the partial unique index: another active redemption of this voucher
+        raise VoucherAlreadyRedeemed("The voucher was already redeemed.") from None
+    if not written.finished:
+        raise idempotency.lease_lost()
+    if written.from_status is None:
+        _refusal(s, a.voucher.id)
     return Outcome(201, payload, body)
 
 
@@ -416,47 +415,9 @@ def _completion(claim: IdempotencyClaim | None, body: bytes) -> Completion | Non
     return Completion(claim.merchant_id, claim.key, claim.fence(), 201, body)
 
 
-def _write_in_one_statement(s: Session, w: RedemptionWrite) -> None:
-    """PostgreSQL: every write of the redemption in one round trip; raise what the ORM path raises."""
-    try:
-        written = write_redemption(s, w)
-    except IntegrityError as exc:  # the partial unique index: another active redemption of this voucher
-        if "uq_redemptions_active_voucher" not in str(exc.orig):
-            raise
-        raise VoucherAlreadyRedeemed("The voucher was already redeemed.") from None
-    if not written.finished:
-        raise idempotency.lease_lost()
-    if written.from_status is None:
-        _refusal(s, w.redemption.voucher_id)
-
-
 def _column_values(row: Redemption | RedemptionLine) -> dict[str, Any]:
     mapper: Mapper[Any] = sa_inspect(type(row))
     return {attr.key: getattr(row, attr.key) for attr in mapper.column_attrs}
-
-
-def _take_voucher(
-    s: Session, voucher_id: str, allowed: Sequence[str], at: dt.datetime, now: dt.datetime
-) -> str:
-    """Move the voucher to `redeemed` from one of the allowed states; return which. The conditional UPDATE
-    is what makes redemption exactly-once under any concurrency."""
-    for status in allowed:
-        result = s.execute(
-            update(Voucher)
-            # A recycled voucher's value is back in its tier's pool: taking it again would spend it twice.
-            .where(
-                Voucher.id == voucher_id,
-                Voucher.status == status,
-                Voucher.expires_at > at,
-                Voucher.recycled_at.is_(None),
-            )
-            .values(status="redeemed", status_changed_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        taken = cast(CursorResult[Any], result).rowcount
-        if taken == 1:
-            return status
-    _refusal(s, voucher_id)
 
 
 def _refusal(s: Session, voucher_id: str) -> NoReturn:
