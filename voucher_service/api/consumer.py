@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
-from sqlalchemy.orm import Session
 
 from voucher_service.api.auth import Principal, service_context
 from voucher_service.api.consumer_schemas import (
@@ -18,11 +16,10 @@ from voucher_service.api.consumer_schemas import (
     SessionOut,
     VoucherList,
 )
-from voucher_service.api.idempotent import run_idempotent
-from voucher_service.api.routing import endpoint, json_bytes, json_response
+from voucher_service.api.idempotent import keyed_request, stored_response
+from voucher_service.api.routing import endpoint, json_response
 from voucher_service.domain.errors import Forbidden, ValidationFailed
-from voucher_service.services import consumers, credentials, idempotency, issuance
-from voucher_service.services.idempotency import IdempotencyClaim, Outcome
+from voucher_service.services import consumers, credentials, issuance
 
 bp = Blueprint("consumer", __name__, url_prefix="/api/v1")
 CLAIM_ERRORS = (
@@ -133,33 +130,22 @@ def claim_voucher(principal: Principal, program_id: str, body: ClaimIn) -> Respo
     claimant = _claimant(principal, body)
     catalog = current_app.extensions.setdefault("voucher_programs", issuance.ProgramCatalog())
     metrics = current_app.extensions["voucher_metrics"]
-
-    def issue(finish: Callable[[Session, dict[str, Any]], None] | None = None) -> dict[str, Any]:
-        return issuance.claim_voucher(
-            service_context(),
+    ctx = service_context()
+    if principal.kind == "merchant" and request.headers.get("Idempotency-Key") is not None:
+        # A platform retrying a claim whose answer it lost gets the same voucher, not a second one.
+        answer = issuance.claim_once(
+            ctx,
             program_id,
             body.tier,
             claimant,
+            keyed_request(principal),
             catalog=catalog,
             count=metrics.count,
-            finish=finish,
+            present=with_qr_urls,
         )
-
-    if principal.kind == "merchant" and request.headers.get("Idempotency-Key") is not None:
-        # A platform retrying a claim whose answer it lost gets the same voucher, not a second one.
-        def once(claim: IdempotencyClaim) -> Outcome:
-            answer: list[Outcome] = []
-
-            def finish(s: Session, out: dict[str, Any]) -> None:
-                payload = with_qr_urls(out)
-                answer.append(Outcome(201, payload, json_bytes(payload)))
-                idempotency.complete(s, claim, 201, answer[0].body)
-
-            issue(finish)
-            return answer[0]
-
-        return run_idempotent(principal, once)
-    return json_response(with_qr_urls(issue()), 201)
+        return stored_response(answer)
+    out = issuance.claim_voucher(ctx, program_id, body.tier, claimant, catalog=catalog, count=metrics.count)
+    return json_response(with_qr_urls(out), 201)
 
 
 @endpoint(

@@ -57,15 +57,6 @@ _ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """A service answer with its exact JSON bytes (what was stored for the Idempotency-Key)."""
-
-    status: int
-    payload: dict[str, Any]
-    body: bytes
-
-
-@dataclass(frozen=True)
 class StoredResponse:
     """The answer a key already has: replayed byte for byte, status included."""
 
@@ -356,38 +347,77 @@ def kept_alive(ctx: ServiceContext, claim: IdempotencyClaim) -> Iterator[Idempot
         k.drop(claim)
 
 
-def run_once(
-    ctx: ServiceContext,
-    merchant_id: str,
-    key: str,
-    route: str,
-    raw_body: bytes,
-    action: Callable[[IdempotencyClaim], Outcome],
-    refusal: Callable[[VoucherServiceError], tuple[int, bytes]],
-) -> StoredResponse:
-    """Do `action` once per (merchant, key); a repeat gets the first answer, byte for byte.
+@dataclass(frozen=True)
+class KeyedRequest:
+    """A request to do at most once per (merchant, Idempotency-Key); `refusal` renders a definite failure
+    as the answer stored for the key (the API's problem+json), so a retry gets it byte for byte."""
 
-    A definite refusal is stored too (as `refusal` renders it), so a retry with the key gets the same
-    failure; transient failures and crashes release the key so a retry can run again. The API and the
-    checkout page both redeem and reverse through here.
-    """
-    started = begin(ctx, merchant_id, key, route, raw_body)
+    merchant_id: str
+    key: str
+    route: str
+    raw_body: bytes
+    refusal: Callable[[VoucherServiceError], tuple[int, bytes]]
+
+
+class Once:
+    """The idempotency owner's handle on one request, inside `owner()`.
+
+    `answer` is set before the block runs when the key already has one (the block must then do nothing),
+    and after it by `complete()` or a stored refusal. `complete()` stores the answer in the effect's own
+    transaction; `claim` is the lease the effect's statement must still hold (None without a key)."""
+
+    def __init__(self, claim: IdempotencyClaim | None, answer: StoredResponse | None = None) -> None:
+        self.claim = claim
+        self.answer = answer
+
+    @property
+    def replayed(self) -> bool:
+        """Whether the key already had its answer (nothing is to be done)."""
+        return self.answer is not None
+
+    def complete(self, session: Session, status: int, body: bytes) -> None:
+        """Store the answer in the effect's transaction; raise when another attempt took the key over."""
+        if self.claim is not None:
+            complete(session, self.claim, status, body)
+        self.answer = StoredResponse(status, body)
+
+    def completed(self, status: int, body: bytes) -> None:
+        """Note an answer the effect's own statement already stored under the claim."""
+        self.answer = StoredResponse(status, body)
+
+    def result(self) -> StoredResponse:
+        """The request's answer, stored or replayed."""
+        assert self.answer is not None, "the block neither completed nor raised"
+        return self.answer
+
+
+@contextmanager
+def owner(ctx: ServiceContext, request: KeyedRequest | None) -> Iterator[Once]:
+    """Own one request's Idempotency-Key: begin (claim it, or find its answer), keep its lease while the
+    block runs, and on the way out keep the completed answer, store a definite refusal (suppressing
+    it: `result()` is then that refusal), or release the key after a transient failure or a crash so a
+    retry can run again. Without a key the block simply runs."""
+    if request is None:
+        yield Once(None)
+        return
+    started = begin(ctx, request.merchant_id, request.key, request.route, request.raw_body)
     if isinstance(started, StoredResponse):
-        return started
-    with kept_alive(ctx, started):  # renewed while the action runs, never after
+        yield Once(None, started)
+        return
+    once = Once(started)
+    with kept_alive(ctx, started):  # renewed while the block runs, never after
         try:
-            outcome = action(started)
+            yield once
         except VoucherServiceError as exc:
             if exc.code in TRANSIENT_CODES:
                 release_at_best(ctx, started)
                 raise
-            status, body = refusal(exc)
+            status, body = request.refusal(exc)
             store_error(ctx, started, status, body)
-            return StoredResponse(status, body)
+            once.answer = StoredResponse(status, body)
         except BaseException:
             release_at_best(ctx, started)  # nothing committed: let a retry run again
             raise
-    return StoredResponse(outcome.status, outcome.body)
 
 
 def release_at_best(ctx: ServiceContext, claim: IdempotencyClaim) -> None:

@@ -41,9 +41,11 @@ from voucher_service.domain.errors import (
 )
 from voucher_service.domain.programs import voucher_window, window_verdict
 from voucher_service.domain.tokens import VoucherClaims
-from voucher_service.services import audit_log, ledger
+from voucher_service.services import audit_log, idempotency, ledger
 from voucher_service.services.context import ServiceContext
+from voucher_service.services.idempotency import KeyedRequest, Once, StoredResponse
 from voucher_service.services.programs import sold_out_key
+from voucher_service.services.redemption_records import encode_json
 
 # A gate may hide vouchers that come back to the pool (recycled after expiry) for this long at most.
 SOLD_OUT_GATE_TTL_S = 60
@@ -150,11 +152,13 @@ def claim_voucher(
     *,
     catalog: ProgramCatalog | None = None,
     count: EventCounter | None = None,
-    finish: Callable[[Session, dict[str, Any]], None] | None = None,
+    once: Once | None = None,
+    present: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Issue one pool voucher of a tier to a holder; return the voucher with its signed token.
 
-    `finish` runs inside the claim's transaction (it stores the idempotent answer atomically with it).
+    Under an Idempotency-Key (`once`), the answer (the voucher as `present` shows it) is stored in the
+    claim's own transaction.
     """
     count = count or (lambda _event: None)
     catalog = catalog or ProgramCatalog()
@@ -185,14 +189,34 @@ def claim_voucher(
     try:
         with ctx.sessions.begin() as s:
             out = _claim_in_transaction(s, key, terms, tier, claimant, now)
-            if finish is not None:
-                finish(s, out)
+            if once is not None:
+                once.complete(s, 201, encode_json(present(out) if present else out))
     except _Refused as refused:
         error = _explain_refusal(ctx, terms, tier, refused.reason)
         count(f"claims_refused_{error.code}")
         raise error from None
     count("claims_issued")
     return out
+
+
+def claim_once(
+    ctx: ServiceContext,
+    program_id: str,
+    tier_code: str,
+    claimant: Claimant,
+    keyed: KeyedRequest,
+    *,
+    catalog: ProgramCatalog | None = None,
+    count: EventCounter | None = None,
+    present: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> StoredResponse:
+    """Claim at most once per Idempotency-Key (a platform's retry gets the same voucher, byte for byte)."""
+    with idempotency.owner(ctx, keyed) as once:
+        if not once.replayed:
+            claim_voucher(
+                ctx, program_id, tier_code, claimant, catalog=catalog, count=count, once=once, present=present
+            )
+    return once.result()
 
 
 def _claim_in_transaction(

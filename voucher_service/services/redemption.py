@@ -61,7 +61,7 @@ from voucher_service.domain.programs import window_verdict
 from voucher_service.domain.tokens import ReceiptClaims, VoucherClaims
 from voucher_service.services import audit_log, idempotency, ledger, registry, voucher_status
 from voucher_service.services.context import ServiceContext
-from voucher_service.services.idempotency import IdempotencyClaim, Outcome
+from voucher_service.services.idempotency import KeyedRequest, Once, StoredResponse
 from voucher_service.services.redemption_records import encode_json, redemption_json
 from voucher_service.services.tokens import sign_receipt, verify_voucher_token
 
@@ -99,21 +99,39 @@ def preview_redemption(ctx: ServiceContext, merchant_id: str, req: RedemptionReq
     return redemption_json(r, lines, preview=True)
 
 
+@dataclass(frozen=True)
+class Redeemed:
+    """A redemption just made: the contract's 201 object and its exact JSON bytes (as stored for the key)."""
+
+    redemption: dict[str, Any]
+    body: bytes
+
+
+def redeem_once(
+    ctx: ServiceContext, merchant_id: str, req: RedemptionRequest, keyed: KeyedRequest
+) -> StoredResponse:
+    """Redeem at most once per Idempotency-Key; a repeat gets the first answer (or refusal) byte for byte."""
+    with idempotency.owner(ctx, keyed) as once:
+        if not once.replayed:
+            redeem_voucher(ctx, merchant_id, req, once)
+    return once.result()
+
+
 def redeem_voucher(
-    ctx: ServiceContext, merchant_id: str, req: RedemptionRequest, claim: IdempotencyClaim | None
-) -> Outcome:
-    """Redeem the voucher for this basket, once; store the answer under the claimed Idempotency-Key."""
+    ctx: ServiceContext, merchant_id: str, req: RedemptionRequest, once: Once | None = None
+) -> Redeemed:
+    """Redeem the voucher for this basket, once; store the answer under the key `once` owns."""
     now = ctx.now()
     claims = verify_voucher_token(ctx, req.token)
     redemption_id, receipt = _receipt(ctx, claims, merchant_id, now)
     with ctx.sessions.begin() as s:
         a = _assess(s, merchant_id, req, claims, now, offline=False)
-        outcome = _record(ctx, s, merchant_id, req, a, redemption_id, receipt, source="online", claim=claim)
+        done = _record(ctx, s, merchant_id, req, a, redemption_id, receipt, source="online", once=once)
     voucher_status.status_changed(ctx, claims.voucher_id)  # an open voucher page shows it at once
     if ctx.settings.env == "test" and ctx.settings.crash_after_commit:
         # End-to-end tests kill the worker between the commit and the reply, as a crash would.
         os._exit(1)
-    return outcome
+    return done
 
 
 def record_offline_redemption(
@@ -146,7 +164,7 @@ def record_offline_redemption(
             a = _assess(session, merchant_id, req, claims, at, offline=True)
             if offline_rules is not None:
                 offline_rules(session, claims.program_id, at, a.verdict.discount_fen)
-            _record(ctx, session, merchant_id, req, a, redemption_id, receipt, source="offline", claim=None)
+            _record(ctx, session, merchant_id, req, a, redemption_id, receipt, source="offline", once=None)
     except VoucherAlreadyRedeemed:
         return "conflict", "voucher_already_redeemed", None
     except VoucherServiceError as exc:
@@ -362,8 +380,8 @@ def _record(
     receipt: str,
     *,
     source: str,
-    claim: IdempotencyClaim | None,
-) -> Outcome:
+    once: Once | None,
+) -> Redeemed:
     """Take the voucher and write everything of the redemption in the session's transaction."""
     now = ctx.now()
     r, lines = _rows(a, merchant_id, req, redemption_id=redemption_id, receipt=receipt, source=source)
@@ -396,7 +414,7 @@ def _record(
         audit=audit_log.entry(actor, "redemption.created", "redemption", redemption_id, facts, now),
         allowed=allowed,
         now=now,
-        completion=_completion(claim, body),
+        completion=_completion(once, body),
     )
     try:
         written = write_redemption(s, write)
@@ -406,10 +424,13 @@ def _record(
         raise idempotency.lease_lost()
     if written.from_status is None:
         _refusal(s, a.voucher.id)
-    return Outcome(201, payload, body)
+    if once is not None:
+        once.completed(201, body)  # the write stored it under the claim
+    return Redeemed(payload, body)
 
 
-def _completion(claim: IdempotencyClaim | None, body: bytes) -> Completion | None:
+def _completion(once: Once | None, body: bytes) -> Completion | None:
+    claim = None if once is None else once.claim
     if claim is None:
         return None
     return Completion(claim.merchant_id, claim.key, claim.fence(), 201, body)
