@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from sqlalchemy import Engine, select
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy import select
 from sqlalchemy.orm import Mapper, Session
 
 from voucher_service.adapters.db.models import (
@@ -34,6 +36,7 @@ from voucher_service.adapters.db.redemptions import (
     checkout_facts,
     write_redemption,
 )
+from voucher_service.adapters.lru import LRU
 from voucher_service.domain.books import BUCKET_OF_REDEEMABLE_STATUS
 from voucher_service.domain.clock import local_date, parse_rfc3339
 from voucher_service.domain.eligibility import (
@@ -199,10 +202,10 @@ def _assess(
     """Check (after the token) voucher, enrolment, channel, programme and voucher state in the contract's
     order, then judge the basket; raise the first failure."""
     gtins = sorted({g for g in (gtin14(i.gtin) for i in req.items) if g is not None})
-    facts = checkout_facts(s, claims.voucher_id, merchant_id, gtins)
+    facts = checkout_facts(s, claims.voucher_id, merchant_id)
     if facts is None or facts.voucher.program_id != claims.program_id or facts.voucher.status == "available":
         raise TokenInvalid("The token names no issued voucher of its programme.")
-    voucher, program, channels, products = facts
+    voucher, program, channels, registry_version = facts
     if not _same_issuance(voucher, claims):
         raise TokenInvalid("The token does not match this voucher's issuance (superseded or altered terms).")
     if channels is None:
@@ -211,7 +214,7 @@ def _assess(
         raise MerchantNotEnrolled(f"The merchant is not enrolled for this programme's {req.channel} channel.")
     _check_program(program, at, offline)
     _check_voucher(voucher, claims, at, offline)
-    by_gtin, by_sku = _registry_snapshot(s, merchant_id, req.items, gtins, products)
+    by_gtin, by_sku = _registry_snapshot(s, merchant_id, req.items, gtins, registry_version)
     scope = EligibilityScope.from_program(program.eligibility)
     verdict = judge_basket(
         req.items,
@@ -286,21 +289,58 @@ def _snapshot(row: Any) -> ProductSnapshot:
     )
 
 
+class ProductCache:
+    """The registry facts of GTINs, kept in process per registry version (the last import's seq), so a
+    redemption does not read the products of its basket again; imports are the only writers of the
+    registry and each bumps the version. Bounded; only known GTINs are kept (an unknown one is looked up
+    again, since a product may be added without an import in a test or a repair)."""
+
+    def __init__(self, max_size: int = 20_000) -> None:
+        self._known: LRU[tuple[int, str], ProductSnapshot] = LRU(max_size)
+
+    def snapshots(self, s: Session, version: int, gtins: Sequence[str]) -> dict[str, ProductSnapshot]:
+        """The products of the GTINs at this registry version, from the cache or, for the rest, the database."""
+        found: dict[str, ProductSnapshot] = {}
+        missing = []
+        for g in gtins:
+            hit = self._known.get((version, g))
+            if hit is None:
+                missing.append(g)
+            else:
+                found[g] = hit
+        if missing:
+            for g, row in registry.product_snapshots_by_gtin(s, missing).items():
+                found[g] = snapshot = _snapshot(row)
+                self._known.put((version, g), snapshot)
+        return found
+
+
+_caches: weakref.WeakKeyDictionary[Engine, ProductCache] = weakref.WeakKeyDictionary()
+_caches_lock = threading.Lock()
+
+
+def product_cache(s: Session) -> ProductCache:
+    """The product cache of the session's database (one per engine, so apps in one process never mix)."""
+    engine = s.get_bind()
+    assert isinstance(engine, Engine)
+    with _caches_lock:
+        found = _caches.get(engine)
+        if found is None:
+            found = _caches[engine] = ProductCache()
+        return found
+
+
 def _registry_snapshot(
     s: Session,
     merchant_id: str,
     items: Iterable[BasketLine],
     gtins: Sequence[str],
-    prefetched: Mapping[str, Any] | None,
+    registry_version: int,
 ) -> tuple[dict[str, ProductSnapshot], dict[str, ProductSnapshot]]:
-    """The products the basket's GTINs (unless already read with the voucher) and, for lines a GTIN does
-    not resolve, approved SKUs stand for."""
+    """The products the basket's GTINs (cached per registry version) and, for lines a GTIN does not
+    resolve, approved SKUs stand for."""
     items = list(items)
-    if prefetched is not None:
-        found: Mapping[str, Any] = prefetched
-    else:
-        found = registry.product_snapshots_by_gtin(s, gtins) if gtins else {}
-    by_gtin = {g: _snapshot(p) for g, p in found.items()}
+    by_gtin = product_cache(s).snapshots(s, registry_version, gtins) if gtins else {}
     # Only lines whose GTIN is absent, or valid but unknown, fall back to the SKU mapping.
     skus = {
         i.sku

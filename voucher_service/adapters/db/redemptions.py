@@ -47,6 +47,7 @@ from voucher_service.adapters.db.models import (
     Program,
     Redemption,
     RedemptionLine,
+    RegistryImport,
     RevocationEvent,
     UTCDateTime,
     Voucher,
@@ -103,24 +104,26 @@ class ProgramFacts:
 
 class CheckoutFacts(NamedTuple):
     """What one read gives checkout; `merchant_channels` is None when the merchant is not enrolled, and
-    `products` (by 14-digit GTIN) None where the caller must look them up itself (SQLite)."""
+    `registry_version` names the registry snapshot (the last import) the basket is judged against."""
 
     voucher: VoucherFacts
     program: ProgramFacts
     merchant_channels: list[str] | None
-    products: dict[str, ProductFacts] | None
+    registry_version: int
 
 
 _VOUCHER_FIELDS = [f.name for f in fields(VoucherFacts)]
 _PROGRAM_FIELDS = [f.name for f in fields(ProgramFacts)]
 
-# The voucher, its programme, and the merchant's channels when it is enrolled in that programme (NULL
-# when not), in one row; the columns are the facts' fields, so a field added there is read here.
+# The voucher, its programme, the merchant's channels when it is enrolled in that programme (NULL when
+# not) and the registry's version (its last import: the primary key's index answers it), in one row; the
+# columns are the facts' fields, so a field added there is read here.
 CHECKOUT_FACTS = (
     select(
         *[Voucher.__table__.c[f] for f in _VOUCHER_FIELDS],
         *[Program.__table__.c[f].label(f"p_{f}") for f in _PROGRAM_FIELDS],
         Merchant.channels.label("merchant_channels"),
+        select(func.coalesce(func.max(RegistryImport.seq), 0)).scalar_subquery().label("registry_version"),
     )
     .join(Program, Program.id == Voucher.program_id)
     .outerjoin(
@@ -141,42 +144,18 @@ def products_of_gtins() -> Select[Any]:
     )
 
 
-# On PostgreSQL the same row also carries the basket's products, so checkout reads everything it
-# judges in one round trip and one snapshot.
-_basket = products_of_gtins().subquery("basket")
-PG_CHECKOUT_FACTS = CHECKOUT_FACTS.add_columns(
-    select(
-        func.json_agg(func.json_build_array(_basket.c.gtin, *[_basket.c[f] for f in ProductFacts._fields]))
+def checkout_facts(s: Session, voucher_id: str, merchant_id: str) -> CheckoutFacts | None:
+    """The voucher, its programme, the merchant's enrolled channels and the registry version, in the
+    session's transaction; None when there is no such voucher."""
+    row = (
+        s.connection().execute(CHECKOUT_FACTS, {"voucher_id": voucher_id, "merchant_id": merchant_id}).first()
     )
-    .scalar_subquery()
-    .label("products")
-)
-
-
-def checkout_facts(
-    s: Session, voucher_id: str, merchant_id: str, gtins14: Sequence[str]
-) -> CheckoutFacts | None:
-    """The voucher, its programme and the merchant's enrolled channels (on PostgreSQL also the basket's
-    products) in the session's transaction; None when there is no such voucher."""
-    params = {"voucher_id": voucher_id, "merchant_id": merchant_id}
-    postgres = is_postgres(s)
-    if postgres:
-        row = s.connection().execute(PG_CHECKOUT_FACTS, {**params, "gtins": list(gtins14)}).first()
-    else:
-        row = s.connection().execute(CHECKOUT_FACTS, params).first()
     if row is None:
         return None
     m = row._mapping
-    products: dict[str, ProductFacts] | None = None
-    if postgres:
-        products = {}
-        for gtin, no, kind, county, valid_from, valid_to, status in m["products"] or []:
-            products[gtin] = ProductFacts(
-                no, kind, county, dt.date.fromisoformat(valid_from), dt.date.fromisoformat(valid_to), status
-            )
     voucher = VoucherFacts(*[m[f] for f in _VOUCHER_FIELDS])
     program = ProgramFacts(*[m[f"p_{f}"] for f in _PROGRAM_FIELDS])
-    return CheckoutFacts(voucher, program, m["merchant_channels"], products)
+    return CheckoutFacts(voucher, program, m["merchant_channels"], int(m["registry_version"]))
 
 
 # ---------------------------------------------------------------- writing
