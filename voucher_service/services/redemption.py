@@ -113,8 +113,10 @@ class Redeemed:
 def redeem_once(
     ctx: ServiceContext, merchant_id: str, req: RedemptionRequest, keyed: KeyedRequest
 ) -> StoredResponse:
-    """Redeem at most once per Idempotency-Key; a repeat gets the first answer (or refusal) byte for byte."""
-    with idempotency.owner(ctx, keyed) as once:
+    """Redeem at most once per Idempotency-Key; a repeat gets the first answer (or refusal) byte for byte.
+
+    On PostgreSQL the key is taken in the redemption's own transaction, so one commit does it all."""
+    with idempotency.owner(ctx, keyed, deferred=True) as once:
         if not once.replayed:
             redeem_voucher(ctx, merchant_id, req, once)
     return once.result()
@@ -122,12 +124,24 @@ def redeem_once(
 
 def redeem_voucher(
     ctx: ServiceContext, merchant_id: str, req: RedemptionRequest, once: Once | None = None
-) -> Redeemed:
-    """Redeem the voucher for this basket, once; store the answer under the key `once` owns."""
+) -> Redeemed | None:
+    """Redeem the voucher for this basket, once; store the answer under the key `once` owns. None when the
+    key, taken in the transaction, turned out to have its answer already (`once.result()` is it)."""
     now = ctx.now()
-    claims = verify_voucher_token(ctx, req.token)
-    redemption_id, receipt = _receipt(ctx, claims, merchant_id, now)
+    deferred = once is not None and once.deferred
+    if not deferred:
+        # Before the transaction: the key ring may read the database, which on SQLite cannot begin while
+        # this thread holds the write lock.
+        claims = verify_voucher_token(ctx, req.token)
+        redemption_id, receipt = _receipt(ctx, claims, merchant_id, now)
     with ctx.sessions.begin() as s:
+        if deferred:
+            assert once is not None
+            if once.take(s) is not None:
+                return None  # the key's answer: replayed, nothing done
+            # After the key: a repeat gets the stored answer even if its token no longer verifies.
+            claims = verify_voucher_token(ctx, req.token)
+            redemption_id, receipt = _receipt(ctx, claims, merchant_id, now)
         a = _assess(s, merchant_id, req, claims, now, offline=False)
         done = _record(ctx, s, merchant_id, req, a, redemption_id, receipt, source="online", once=once)
     voucher_status.status_changed(ctx, claims.voucher_id)  # an open voucher page shows it at once

@@ -7,10 +7,10 @@ or once per row of a CTE (PostgreSQL's one-statement write), from the same param
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import Column, ColumnElement, FromClause, Insert, Table, bindparam, insert, select
+from sqlalchemy import Column, ColumnElement, FromClause, Table, bindparam, insert, select
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 
@@ -54,7 +54,8 @@ def insert_row(
     *,
     computed: Mapping[str, ColumnElement[Any]] | None = None,
     source: FromClause | None = None,
-) -> Insert:
+    insert_of: Callable[[Table], Any] = insert,
+) -> Any:
     """INSERT one row of bind parameters (some columns `computed` in SQL instead), once per row of
     `source` when given (nothing when it is empty)."""
     computed = computed or {}
@@ -62,4 +63,4 @@ def insert_row(
     chosen = select(*[computed.get(c.name, param(table, prefix, c.name)) for c in cols])
     if source is not None:
         chosen = chosen.select_from(source)
-    return insert(table).from_select([c.name for c in cols], chosen)
+    return insert_of(table).from_select([c.name for c in cols], chosen)
