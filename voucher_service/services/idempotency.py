@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from voucher_service.adapters.db.engine import is_postgres
 from voucher_service.adapters.db.models import IdempotencyRecord
-from voucher_service.adapters.db.rows import insert_row, row_params, table_of
+from voucher_service.adapters.db.rows import built_once, insert_row, row_params, table_of
 from voucher_service.domain.errors import IdempotencyInProgress, IdempotencyKeyReused, VoucherServiceError
 from voucher_service.services.context import ServiceContext
 
@@ -45,7 +45,7 @@ _KEYS = table_of(IdempotencyRecord)
 # The lease row on PostgreSQL: SET LOCAL synchronous_commit (see _relax_durability) folded into the
 # INSERT, which returns no row when the key exists already.
 _relaxed = select(func.set_config("synchronous_commit", "off", True).label("relaxed")).subquery("relaxed")
-PG_INSERT_LEASE = (
+PG_INSERT_LEASE = built_once(
     insert_row(_KEYS, "k_", source=_relaxed, insert_of=pg_insert)
     .on_conflict_do_nothing(index_elements=[_KEYS.c.merchant_id, _KEYS.c.key])
     .returning(_KEYS.c.key)
@@ -64,7 +64,7 @@ _taken = (
     .returning(_KEYS.c.key)
     .cte("taken")
 )
-PG_TAKE_KEY = select(_locked.c.got, exists(_taken.select()).label("inserted"))
+PG_TAKE_KEY = built_once(select(_locked.c.got, exists(_taken.select()).label("inserted")))
 
 
 log = logging.getLogger(__name__)

@@ -29,6 +29,7 @@ from voucher_service.adapters.db.models import (
     Supplier,
 )
 from voucher_service.adapters.db.redemptions import products_of_gtins
+from voucher_service.adapters.db.rows import built_once
 from voucher_service.domain.errors import ValidationFailed
 from voucher_service.domain.registry_rows import (
     ProductRow,
@@ -324,7 +325,7 @@ def products_by_gtin(session: Session, gtins14: Sequence[str]) -> dict[str, Cert
 
 
 # The columns checkout judges a product by, for every GTIN of a basket in one round trip (PostgreSQL).
-PG_SNAPSHOTS_BY_GTIN = products_of_gtins()
+PG_SNAPSHOTS_BY_GTIN = built_once(products_of_gtins())
 
 
 def product_snapshots_by_gtin(session: Session, gtins14: Sequence[str]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from voucher_service.adapters.db.engine import is_postgres
 from voucher_service.adapters.db.models import AuditEntry, HolderClaimCount, LedgerEntry, Program, Voucher
-from voucher_service.adapters.db.rows import insert_row, param, row_params, table_of
+from voucher_service.adapters.db.rows import built_once, insert_row, param, row_params, table_of
 
 _COUNTS = table_of(HolderClaimCount)
 _VOUCHERS = table_of(Voucher)
@@ -54,15 +54,18 @@ _POOL = (
     .limit(1)
 )
 
-SQLITE_COUNT = _count_claim(sqlite_insert)
+SQLITE_COUNT = built_once(_count_claim(sqlite_insert))
 _counted = _count_claim(pg_insert).cte("counted")
-PG_RESERVE = select(
-    exists(_counted.select()).label("counted"),
-    _POOL.where(exists(_counted.select()))
-    .with_for_update(of=Voucher, skip_locked=True)
-    .scalar_subquery()
-    .label("voucher_id"),
+PG_RESERVE = built_once(
+    select(
+        exists(_counted.select()).label("counted"),
+        _POOL.where(exists(_counted.select()))
+        .with_for_update(of=Voucher, skip_locked=True)
+        .scalar_subquery()
+        .label("voucher_id"),
+    )
 )
+SQLITE_POOL = built_once(_POOL.where())
 
 
 @dataclass(frozen=True)
@@ -91,9 +94,9 @@ def _issue_voucher() -> Update:
     )
 
 
-SQLITE_ISSUE = _issue_voucher()
-SQLITE_MOVE = insert_row(_LEDGER, "g_")
-SQLITE_AUDIT = insert_row(_AUDIT, "a_")
+SQLITE_ISSUE = built_once(_issue_voucher())
+SQLITE_MOVE = built_once(insert_row(_LEDGER, "g_"))
+SQLITE_AUDIT = built_once(insert_row(_AUDIT, "a_"))
 
 
 def _pg_issue() -> Select[Any]:
@@ -103,7 +106,7 @@ def _pg_issue() -> Select[Any]:
     return select(func.count()).select_from(taken).add_cte(moved, audited)
 
 
-PG_ISSUE = _pg_issue()
+PG_ISSUE = built_once(_pg_issue())
 
 
 class Reservation(NamedTuple):
@@ -141,7 +144,7 @@ def reserve(
     if conn.execute(SQLITE_COUNT, params).first() is None:
         return Reservation(False, None)
     # No SKIP LOCKED here: BEGIN IMMEDIATE holds SQLite's write lock for the whole transaction.
-    return Reservation(True, conn.execute(_POOL, params).scalar())
+    return Reservation(True, conn.execute(SQLITE_POOL, params).scalar())
 
 
 def issue(s: Session, claim: Issue) -> None:

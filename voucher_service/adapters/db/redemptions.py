@@ -52,7 +52,7 @@ from voucher_service.adapters.db.models import (
     UTCDateTime,
     Voucher,
 )
-from voucher_service.adapters.db.rows import columns, insert_row, row_params, table_of
+from voucher_service.adapters.db.rows import built_once, columns, insert_row, row_params, table_of
 from voucher_service.domain.books import BUCKET_OF_REDEEMABLE_STATUS
 
 
@@ -118,7 +118,7 @@ _PROGRAM_FIELDS = [f.name for f in fields(ProgramFacts)]
 # The voucher, its programme, the merchant's channels when it is enrolled in that programme (NULL when
 # not) and the registry's version (its last import: the primary key's index answers it), in one row; the
 # columns are the facts' fields, so a field added there is read here.
-CHECKOUT_FACTS = (
+CHECKOUT_FACTS = built_once(
     select(
         *[Voucher.__table__.c[f] for f in _VOUCHER_FIELDS],
         *[Program.__table__.c[f].label(f"p_{f}") for f in _PROGRAM_FIELDS],
@@ -237,11 +237,11 @@ def _pg_redeem(idempotent: bool) -> Select[Any]:
     ).add_cte(*writes)
 
 
-PG_REDEEM = _pg_redeem(idempotent=False)
-PG_REDEEM_IDEMPOTENT = _pg_redeem(idempotent=True)
+PG_REDEEM = built_once(_pg_redeem(idempotent=False))
+PG_REDEEM_IDEMPOTENT = built_once(_pg_redeem(idempotent=True))
 
-SQLITE_COMPLETE = _complete_key()
-SQLITE_TAKE = (
+SQLITE_COMPLETE = built_once(_complete_key())
+SQLITE_TAKE = built_once(
     update(Voucher)
     # A recycled voucher's value is back in its tier's pool: taking it again would spend it twice.
     .where(
@@ -252,11 +252,11 @@ SQLITE_TAKE = (
     )
     .values(status="redeemed", status_changed_at=_now)
 )
-SQLITE_REDEMPTION = insert_row(_REDEMPTIONS, "r_")
-SQLITE_LINE = insert(RedemptionLine)
-SQLITE_EVENT = insert_row(_EVENTS, "e_")
-SQLITE_MOVE = insert_row(_LEDGER, "g_")
-SQLITE_AUDIT = insert_row(_AUDIT, "a_")
+SQLITE_REDEMPTION = built_once(insert_row(_REDEMPTIONS, "r_"))
+SQLITE_LINE = built_once(insert(RedemptionLine))
+SQLITE_EVENT = built_once(insert_row(_EVENTS, "e_"))
+SQLITE_MOVE = built_once(insert_row(_LEDGER, "g_"))
+SQLITE_AUDIT = built_once(insert_row(_AUDIT, "a_"))
 
 
 class Completion(NamedTuple):

@@ -8,7 +8,7 @@ or once per row of a CTE (PostgreSQL's one-statement write), from the same param
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Column, ColumnElement, FromClause, Table, bindparam, insert, select
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
@@ -64,3 +64,18 @@ def insert_row(
     if source is not None:
         chosen = chosen.select_from(source)
     return insert_of(table).from_select([c.name for c in cols], chosen)
+
+
+S = TypeVar("S")
+
+
+def built_once(statement: S) -> S:
+    """A statement built once at import, its cache key computed once too.
+
+    SQLAlchemy finds a statement's compiled form by its cache key, which it otherwise recomputes on
+    every execution by walking the whole statement: ~0.3-2.6 ms of CPU for the CTE statements here,
+    more than the database's own work. The key of a statement that never changes never changes either.
+    Never derive another statement from the result (a generative copy would inherit this key)."""
+    key = statement._generate_cache_key()  # type: ignore[attr-defined]
+    statement._generate_cache_key = lambda: key  # type: ignore[attr-defined]
+    return statement
