@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select, update
 
 from tests.helpers import Admin, problem_code
-from tests.redemption_support import Catalog, World, add_product, item, map_sku, random_gtin
+from tests.redemption_support import Catalog, World, add_product, checkout, item, map_sku, random_gtin
 from voucher_service.adapters.db.models import (
     AuditEntry,
     IdempotencyRecord,
@@ -227,7 +227,6 @@ def test_the_partial_unique_index_still_guards_on_both(
     [
         ("redeemed", 409, "voucher_already_redeemed"),
         ("void", 422, "voucher_void"),
-        ("lease", 409, "idempotency_in_progress"),
     ],
 )
 def test_a_change_after_the_checks_stops_the_one_statement_write(
@@ -246,12 +245,7 @@ def test_a_change_after_the_checks_stops_the_one_statement_write(
     def check_then_interfere(*args: Any) -> None:
         checked(*args)
         with ctx.sessions.begin() as s:  # another connection, committed before our write
-            if change == "lease":
-                rec = s.get(IdempotencyRecord, (world.merchant.id, key))
-                assert rec is not None  # as a retry does when it takes over an expired lease
-                rec.locked_until += dt.timedelta(seconds=1)
-            else:
-                s.execute(update(Voucher).where(Voucher.id == voucher_id).values(status=change))
+            s.execute(update(Voucher).where(Voucher.id == voucher_id).values(status=change))
 
     monkeypatch.setattr(redemption, "_check_voucher", check_then_interfere)
     resp = world.redeem(token, _basket(c), key=key)
@@ -267,4 +261,55 @@ def test_a_change_after_the_checks_stops_the_one_statement_write(
         assert (
             s.scalars(select(RevocationEvent).where(RevocationEvent.voucher_id == voucher_id)).first() is None
         )
-        assert s.get(Voucher, voucher_id).status == ("issued" if change == "lease" else change)  # type: ignore[union-attr]
+        assert s.get(Voucher, voucher_id).status == change  # type: ignore[union-attr]
+
+
+def test_a_retry_while_the_redemption_runs_is_in_progress_and_leaves_no_marker_behind(
+    pg_admin: Admin, pg_app: Any, monkeypatch: Any
+) -> None:
+    """The key is taken in the redemption's own transaction: while it runs, a retry with the key is told
+    it is in progress (it cannot take the key over), and nothing of the key is visible outside it."""
+    from voucher_service.services import redemption
+
+    ctx = pg_app.extensions["voucher"]
+    c = _catalog()
+    world = _world(pg_admin, ctx, c)
+    _, token = world.voucher("T50")
+    key = secrets.token_hex(16)
+    checked = redemption._check_voucher
+    seen: list[Any] = []
+
+    def check_then_retry(*args: Any) -> None:
+        checked(*args)
+        with ctx.sessions() as s:  # another connection: no in-progress row committed before the effect
+            seen.append(s.get(IdempotencyRecord, (world.merchant.id, key)))
+        seen.append(world.redeem(token, _basket(c), key=key, order_id="ORDER-R"))
+
+    monkeypatch.setattr(redemption, "_check_voucher", check_then_retry)
+    first = world.redeem(token, _basket(c), key=key, order_id="ORDER-R")
+    monkeypatch.setattr(redemption, "_check_voucher", checked)
+    assert first.status_code == 201, first.get_json()
+    marker, retry = seen
+    assert marker is None
+    assert retry.status_code == 409 and problem_code(retry) == "idempotency_in_progress"
+    assert int(retry.headers["Retry-After"]) >= 1
+    again = world.redeem(token, _basket(c), key=key, order_id="ORDER-R")
+    assert again.status_code == 201 and again.data == first.data
+
+
+def test_a_redemption_with_a_key_commits_once(pg_admin: Admin, pg_app: Any) -> None:
+    from sqlalchemy import event
+
+    ctx = pg_app.extensions["voucher"]
+    c = _catalog()
+    world = _world(pg_admin, ctx, c)
+    _, token = world.voucher("T50")
+    preview = checkout(token, _basket(c))
+    assert world.merchant.post("/api/v1/redemptions/preview", preview).status_code == 200  # warm caches
+    commits: list[int] = []
+    statements: list[str] = []
+    event.listen(ctx.engine, "before_cursor_execute", lambda *a: statements.append(a[2][:60]))
+    event.listen(ctx.engine, "commit", lambda _conn: commits.append(1) or statements.append("COMMIT"))
+    resp = world.redeem(token, _basket(c), key=secrets.token_hex(16))
+    assert resp.status_code == 201, resp.get_json()
+    assert len(commits) == 1, statements  # the key, the effect and the answer together

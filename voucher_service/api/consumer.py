@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
-from sqlalchemy.orm import Session
 
 from voucher_service.api.auth import (
     Principal,
@@ -26,14 +24,11 @@ from voucher_service.api.consumer_schemas import (
     SessionOut,
     VoucherList,
 )
-from voucher_service.api.idempotent import run_idempotent
-from voucher_service.api.routing import endpoint, json_bytes, json_response
+from voucher_service.api.idempotent import keyed_request, stored_response
+from voucher_service.api.routing import endpoint, json_response
 from voucher_service.domain.errors import Forbidden, ValidationFailed
 from voucher_service.domain.presentations import HolderKey
-from voucher_service.services import consumers, credentials, holder_binding, idempotency, issuance
-from voucher_service.services.credentials import SessionClaims
-from voucher_service.services.idempotency import IdempotencyClaim, Outcome
-from voucher_service.services.nonces import PendingNonce
+from voucher_service.services import consumers, credentials, holder_binding, issuance
 
 bp = Blueprint("consumer", __name__, url_prefix="/api/v1")
 CLAIM_ERRORS = (
@@ -149,42 +144,33 @@ def claim_voucher(principal: Principal, program_id: str, body: ClaimIn) -> Respo
     claimant = _claimant(principal, body)
     catalog = current_app.extensions.setdefault("voucher_programs", issuance.ProgramCatalog())
     metrics = current_app.extensions["voucher_metrics"]
-
-    def issue(
-        finish: Callable[[Session, dict[str, Any]], None] | None = None,
-        nonce: PendingNonce | None = None,
-        session: SessionClaims | None = None,
-    ) -> dict[str, Any]:
-        return issuance.claim_voucher(
-            service_context(),
+    ctx = service_context()
+    if principal.kind == "merchant" and request.headers.get("Idempotency-Key") is not None:
+        settle_pending_checks()  # before the key is looked up, as when authenticating
+        # A platform retrying a claim whose answer it lost gets the same voucher, not a second one.
+        answer = issuance.claim_once(
+            ctx,
             program_id,
             body.tier,
             claimant,
+            keyed_request(principal),
             catalog=catalog,
             count=metrics.count,
-            finish=finish,
-            nonce=nonce,
-            session=session,
+            present=with_qr_urls,
         )
-
-    if principal.kind == "merchant" and request.headers.get("Idempotency-Key") is not None:
-        settle_pending_checks()  # before the key is looked up, as when authenticating
-
-        # A platform retrying a claim whose answer it lost gets the same voucher, not a second one.
-        def once(claim: IdempotencyClaim) -> Outcome:
-            answer: list[Outcome] = []
-
-            def finish(s: Session, out: dict[str, Any]) -> None:
-                payload = with_qr_urls(out)
-                answer.append(Outcome(201, payload, json_bytes(payload)))
-                idempotency.complete(s, claim, 201, answer[0].body)
-
-            issue(finish)
-            return answer[0]
-
-        return run_idempotent(principal, once)
+        return stored_response(answer)
     # The nonce (or the session's state), the rate limits and the sold-out gate: one FastStore round trip.
-    return json_response(with_qr_urls(issue(nonce=take_pending_nonce(), session=take_pending_session())), 201)
+    out = issuance.claim_voucher(
+        ctx,
+        program_id,
+        body.tier,
+        claimant,
+        catalog=catalog,
+        count=metrics.count,
+        nonce=take_pending_nonce(),
+        session=take_pending_session(),
+    )
+    return json_response(with_qr_urls(out), 201)
 
 
 @endpoint(

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from flask import Response, request
 
-from voucher_service.api.auth import Principal, service_context
+from voucher_service.api.auth import Principal
 from voucher_service.api.errors import problem
 from voucher_service.domain.errors import ValidationFailed, VoucherServiceError
-from voucher_service.services import idempotency
-from voucher_service.services.idempotency import IdempotencyClaim, Outcome, StoredResponse
+from voucher_service.services.idempotency import KeyedRequest, StoredResponse
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +35,14 @@ def problem_bytes(exc: VoucherServiceError) -> tuple[int, bytes]:
     return resp.status_code, resp.get_data()
 
 
-def run_idempotent(principal: Principal, action: Callable[[IdempotencyClaim], Outcome]) -> Response:
-    """Do `action` once per Idempotency-Key; replay the stored answer, byte for byte, to a repeat."""
+def keyed_request(principal: Principal) -> KeyedRequest:
+    """This request as one to do at most once per the merchant's Idempotency-Key."""
     merchant_id = principal.merchant_id
     assert merchant_id is not None
-    key = _idempotency_key()
     route = f"{request.method} {request.path}"
-    answer = idempotency.run_once(
-        service_context(), merchant_id, key, route, request.get_data(cache=True), action, problem_bytes
-    )
+    return KeyedRequest(merchant_id, _idempotency_key(), route, request.get_data(cache=True), problem_bytes)
+
+
+def stored_response(answer: StoredResponse) -> Response:
+    """The answer of a keyed request, exactly as it was stored (and replayed)."""
     return _stored(answer)

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response
 
 from voucher_service.api.auth import Principal, service_context
-from voucher_service.api.idempotent import run_idempotent
+from voucher_service.api.idempotent import keyed_request, stored_response
 from voucher_service.api.merchant_schemas import (
     RedemptionIn,
     RedemptionListQuery,
@@ -76,8 +76,8 @@ def preview_redemption(principal: Principal, body: RedemptionIn) -> Response:
 def create_redemption(principal: Principal, body: RedemptionIn) -> Response:
     ctx, merchant_id = service_context(), principal.merchant_id
     assert merchant_id is not None
-    return run_idempotent(
-        principal, lambda claim: redemption.redeem_voucher(ctx, merchant_id, body.to_request(), claim)
+    return stored_response(
+        redemption.redeem_once(ctx, merchant_id, body.to_request(), keyed_request(principal))
     )
 
 
@@ -96,9 +96,8 @@ def create_redemption(principal: Principal, body: RedemptionIn) -> Response:
 def create_reversal(principal: Principal, redemption_id: str, body: ReversalIn) -> Response:
     ctx, merchant_id = service_context(), principal.merchant_id
     assert merchant_id is not None
-    return run_idempotent(
-        principal,
-        lambda claim: reversals.reverse_redemption(ctx, merchant_id, redemption_id, body.returned(), claim),
+    return stored_response(
+        reversals.reverse_once(ctx, merchant_id, redemption_id, body.returned(), keyed_request(principal))
     )
 
 

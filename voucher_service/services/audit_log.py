@@ -33,7 +33,21 @@ def record(
     at: dt.datetime,
 ) -> None:
     """Append an unsealed audit entry in the caller's transaction."""
-    session.add(AuditEntry(at=at, actor=actor, action=action, entity=entity, entity_id=entity_id, data=data))
+    session.add(AuditEntry(**entry(actor, action, entity, entity_id, data, at)))
+
+
+def entry(
+    actor: str, action: str, entity: str, entity_id: str, data: dict[str, Any], at: dt.datetime
+) -> dict[str, Any]:
+    """The column values of an unsealed entry (for write paths that insert them with Core)."""
+    return {
+        "at": at,
+        "actor": actor,
+        "action": action,
+        "entity": entity,
+        "entity_id": entity_id,
+        "data": data,
+    }
 
 
 def canonical(entry: AuditEntry) -> bytes:

@@ -29,40 +29,49 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Result, delete, text, update
+from sqlalchemy import BigInteger, CursorResult, Result, bindparam, delete, exists, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from voucher_service.adapters.db.engine import is_postgres
 from voucher_service.adapters.db.models import IdempotencyRecord
+from voucher_service.adapters.db.rows import built_once, insert_row, row_params, table_of
 from voucher_service.domain.errors import IdempotencyInProgress, IdempotencyKeyReused, VoucherServiceError
 from voucher_service.services.context import ServiceContext
 
+_KEYS = table_of(IdempotencyRecord)
+
 # The lease row on PostgreSQL: SET LOCAL synchronous_commit (see _relax_durability) folded into the
 # INSERT, which returns no row when the key exists already.
-PG_INSERT_LEASE = text("""
-INSERT INTO idempotency_records
-    (merchant_id, key, route, request_sha256, state, locked_until, created_at)
-SELECT :merchant_id, :key, :route, :request_sha256, 'in_progress', :locked_until, :created_at
-FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed
-ON CONFLICT (merchant_id, key) DO NOTHING
-RETURNING 1
-""")
+_relaxed = select(func.set_config("synchronous_commit", "off", True).label("relaxed")).subquery("relaxed")
+PG_INSERT_LEASE = built_once(
+    insert_row(_KEYS, "k_", source=_relaxed, insert_of=pg_insert)
+    .on_conflict_do_nothing(index_elements=[_KEYS.c.merchant_id, _KEYS.c.key])
+    .returning(_KEYS.c.key)
+)
+
+# The key taken inside the effect's own transaction (PostgreSQL): a transaction-scoped advisory lock on
+# the key is the in-flight marker (it cannot outlive its request: it goes with the transaction, even
+# when the connection is cut), and the row is inserted only while we hold it. `got` is false while
+# another request runs with the key; `inserted` false when the key already has a (committed) row.
+_locked = select(func.pg_try_advisory_xact_lock(bindparam("lock_key", type_=BigInteger)).label("got")).cte(
+    "locked"
+)
+_taken = (
+    insert_row(_KEYS, "k_", source=select(_locked.c.got).where(_locked.c.got).subquery(), insert_of=pg_insert)
+    .on_conflict_do_nothing(index_elements=[_KEYS.c.merchant_id, _KEYS.c.key])
+    .returning(_KEYS.c.key)
+    .cte("taken")
+)
+PG_TAKE_KEY = built_once(select(_locked.c.got, exists(_taken.select()).label("inserted")))
+
 
 log = logging.getLogger(__name__)
 
 # Failures worth trying again with the same key: their answers are not stored.
 TRANSIENT_CODES = frozenset({"idempotency_in_progress", "rate_limited"})
 _ATTEMPTS = 5
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A service answer with its exact JSON bytes (what was stored for the Idempotency-Key)."""
-
-    status: int
-    payload: dict[str, Any]
-    body: bytes
 
 
 @dataclass(frozen=True)
@@ -138,8 +147,9 @@ def _insert_lease(
     }
     if is_postgres(ctx.engine):
         # One round trip, no unit of work; the conflict (a key already there) is not an error.
+        params = row_params(_KEYS, "k_", {**values, "state": "in_progress"})
         with ctx.sessions.begin() as s:
-            return s.connection().execute(PG_INSERT_LEASE, values).first() is not None
+            return s.connection().execute(PG_INSERT_LEASE, params).first() is not None
     try:
         with ctx.sessions.begin() as s:
             _relax_durability(s)
@@ -154,36 +164,49 @@ def _existing(
 ) -> IdempotencyClaim | StoredResponse | None:
     """Judge an existing row; None when it changed under us and the caller should look again."""
     with ctx.sessions.begin() as s:
-        rec = s.get(IdempotencyRecord, (merchant_id, key))
-        if rec is None:
-            return None  # released by a failed attempt in the meantime: insert afresh
-        if rec.request_sha256 != digest:
-            raise IdempotencyKeyReused("This Idempotency-Key was used with another request body.")
-        if rec.state == "done":
-            assert rec.response_status is not None and rec.response_body is not None
-            return StoredResponse(rec.response_status, bytes(rec.response_body))
-        if rec.locked_until > now:
-            wait = math.ceil((rec.locked_until - now).total_seconds())
-            raise IdempotencyInProgress(
-                "A request with this Idempotency-Key is still running; retry later.",
-                retry_after=min(wait, ctx.settings.idempotency_lease_s),
-            )
-        # The lease ran out: the worker that held it died before committing. Take it over; the new lease
-        # end is strictly later than the old one, so the old holder's completion no longer matches.
-        new_lease = max(lease, rec.locked_until + dt.timedelta(microseconds=1))
-        taken = _rowcount(
-            s.execute(
-                update(IdempotencyRecord)
-                .where(
-                    IdempotencyRecord.merchant_id == merchant_id,
-                    IdempotencyRecord.key == key,
-                    IdempotencyRecord.state == "in_progress",
-                    IdempotencyRecord.locked_until == rec.locked_until,
-                )
-                .values(locked_until=new_lease)
-                .execution_options(synchronize_session=False)
-            )
+        return _judge(s, ctx, merchant_id, key, digest, now, lease)
+
+
+def _judge(
+    s: Session,
+    ctx: ServiceContext,
+    merchant_id: str,
+    key: str,
+    digest: str,
+    now: dt.datetime,
+    lease: dt.datetime,
+) -> IdempotencyClaim | StoredResponse | None:
+    """Judge the key's row in the session's transaction: its answer, or a lapsed lease taken over."""
+    rec = s.get(IdempotencyRecord, (merchant_id, key), populate_existing=True)
+    if rec is None:
+        return None  # released by a failed attempt in the meantime: insert afresh
+    if rec.request_sha256 != digest:
+        raise IdempotencyKeyReused("This Idempotency-Key was used with another request body.")
+    if rec.state == "done":
+        assert rec.response_status is not None and rec.response_body is not None
+        return StoredResponse(rec.response_status, bytes(rec.response_body))
+    if rec.locked_until > now:
+        wait = math.ceil((rec.locked_until - now).total_seconds())
+        raise IdempotencyInProgress(
+            "A request with this Idempotency-Key is still running; retry later.",
+            retry_after=min(wait, ctx.settings.idempotency_lease_s),
         )
+    # The lease ran out: the worker that held it died before committing. Take it over; the new lease
+    # end is strictly later than the old one, so the old holder's completion no longer matches.
+    new_lease = max(lease, rec.locked_until + dt.timedelta(microseconds=1))
+    taken = _rowcount(
+        s.execute(
+            update(IdempotencyRecord)
+            .where(
+                IdempotencyRecord.merchant_id == merchant_id,
+                IdempotencyRecord.key == key,
+                IdempotencyRecord.state == "in_progress",
+                IdempotencyRecord.locked_until == rec.locked_until,
+            )
+            .values(locked_until=new_lease)
+            .execution_options(synchronize_session=False)
+        )
+    )
     return IdempotencyClaim(merchant_id, key, new_lease) if taken == 1 else None
 
 
@@ -356,38 +379,179 @@ def kept_alive(ctx: ServiceContext, claim: IdempotencyClaim) -> Iterator[Idempot
         k.drop(claim)
 
 
-def run_once(
-    ctx: ServiceContext,
-    merchant_id: str,
-    key: str,
-    route: str,
-    raw_body: bytes,
-    action: Callable[[IdempotencyClaim], Outcome],
-    refusal: Callable[[VoucherServiceError], tuple[int, bytes]],
-) -> StoredResponse:
-    """Do `action` once per (merchant, key); a repeat gets the first answer, byte for byte.
+@dataclass(frozen=True)
+class KeyedRequest:
+    """A request to do at most once per (merchant, Idempotency-Key); `refusal` renders a definite failure
+    as the answer stored for the key (the API's problem+json), so a retry gets it byte for byte."""
 
-    A definite refusal is stored too (as `refusal` renders it), so a retry with the key gets the same
-    failure; transient failures and crashes release the key so a retry can run again. The API and the
-    checkout page both redeem and reverse through here.
-    """
-    started = begin(ctx, merchant_id, key, route, raw_body)
-    if isinstance(started, StoredResponse):
-        return started
-    with kept_alive(ctx, started):  # renewed while the action runs, never after
+    merchant_id: str
+    key: str
+    route: str
+    raw_body: bytes
+    refusal: Callable[[VoucherServiceError], tuple[int, bytes]]
+
+
+class Once:
+    """The idempotency owner's handle on one request, inside `owner()`.
+
+    `answer` is set before the block runs when the key already has one (the block must then do nothing),
+    and after it by `complete()` or a stored refusal. `complete()` stores the answer in the effect's own
+    transaction; `claim` is the lease the effect's statement must still hold (None without a key).
+
+    When `deferred`, nothing was written before the block: the block calls `take(session)` first thing
+    in the effect's transaction, which claims the key there (or finds its answer), so the key, the effect
+    and the answer commit together, once."""
+
+    def __init__(
+        self,
+        claim: IdempotencyClaim | None,
+        answer: StoredResponse | None = None,
+        *,
+        deferred: tuple[ServiceContext, KeyedRequest] | None = None,
+    ) -> None:
+        self.claim = claim
+        self.answer = answer
+        self._deferred = deferred
+
+    @property
+    def replayed(self) -> bool:
+        """Whether the key already had its answer (nothing is to be done)."""
+        return self.answer is not None
+
+    @property
+    def deferred(self) -> bool:
+        """Whether the block must `take()` the key in its own transaction."""
+        return self._deferred is not None
+
+    def take(self, session: Session) -> StoredResponse | None:
+        """Claim the key in the effect's transaction, or return its stored answer; raise when another
+        request runs with it now, or the key was used with another request."""
+        assert self._deferred is not None
+        ctx, req = self._deferred
+        now = ctx.now()
+        lease = now + dt.timedelta(seconds=ctx.settings.idempotency_lease_s)
+        digest = fingerprint(req.route, req.raw_body)
+        params = _take_params(req, digest, now, lease, "in_progress", None, None)
+        row = session.connection().execute(PG_TAKE_KEY, params).one()
+        if not row.got:
+            raise IdempotencyInProgress(
+                "A request with this Idempotency-Key is still running; retry later.", retry_after=1
+            )
+        if row.inserted:
+            self.claim = IdempotencyClaim(req.merchant_id, req.key, lease)
+            return None
+        found = _judge(session, ctx, req.merchant_id, req.key, digest, now, lease)
+        if isinstance(found, StoredResponse):
+            self.answer = found
+            return found
+        if found is None:  # taken over by another request between our reads: it runs now
+            raise IdempotencyInProgress("A request with this Idempotency-Key is still running; retry later.")
+        self.claim = found
+        return None
+
+    def store_refusal(self, status: int, body: bytes) -> StoredResponse:
+        """After the effect's transaction rolled back: keep its refusal as the key's answer (unless another
+        request gave the key one meanwhile: that one is the answer then)."""
+        assert self._deferred is not None
+        ctx, req = self._deferred
+        now = ctx.now()
+        digest = fingerprint(req.route, req.raw_body)
+        params = _take_params(req, digest, now, now, "done", status, body)
+        with ctx.sessions.begin() as s:
+            _relax_durability(s)
+            row = s.connection().execute(PG_TAKE_KEY, params).one()
+            if row.got and not row.inserted:
+                rec = s.get(IdempotencyRecord, (req.merchant_id, req.key))
+                if rec is not None and rec.state == "done" and rec.response_body is not None:
+                    assert rec.response_status is not None
+                    return StoredResponse(rec.response_status, bytes(rec.response_body))
+        return StoredResponse(status, body)
+
+    def complete(self, session: Session, status: int, body: bytes) -> None:
+        """Store the answer in the effect's transaction; raise when another attempt took the key over."""
+        if self.claim is not None:
+            complete(session, self.claim, status, body)
+        self.answer = StoredResponse(status, body)
+
+    def completed(self, status: int, body: bytes) -> None:
+        """Note an answer the effect's own statement already stored under the claim."""
+        self.answer = StoredResponse(status, body)
+
+    def result(self) -> StoredResponse:
+        """The request's answer, stored or replayed."""
+        assert self.answer is not None, "the block neither completed nor raised"
+        return self.answer
+
+
+def _lock_key(merchant_id: str, key: str) -> int:
+    """The key's advisory lock number (a collision only makes two keys wait for each other)."""
+    digest = hashlib.blake2b(f"{merchant_id}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _take_params(
+    req: KeyedRequest,
+    digest: str,
+    now: dt.datetime,
+    lease: dt.datetime,
+    state: str,
+    status: int | None,
+    body: bytes | None,
+) -> dict[str, Any]:
+    values = {
+        "merchant_id": req.merchant_id,
+        "key": req.key,
+        "route": req.route[:200],
+        "request_sha256": digest,
+        "state": state,
+        "locked_until": lease,
+        "response_status": status,
+        "response_body": body,
+        "created_at": now,
+    }
+    return {"lock_key": _lock_key(req.merchant_id, req.key), **row_params(_KEYS, "k_", values)}
+
+
+@contextmanager
+def owner(ctx: ServiceContext, request: KeyedRequest | None, *, deferred: bool = False) -> Iterator[Once]:
+    """Own one request's Idempotency-Key: begin (claim it, or find its answer), keep its lease while the
+    block runs, and on the way out keep the completed answer, store a definite refusal (suppressing
+    it: `result()` is then that refusal), or release the key after a transient failure or a crash so a
+    retry can run again. Without a key the block simply runs.
+
+    `deferred` (PostgreSQL only): nothing is written before the block, which takes the key in the
+    effect's own transaction (`Once.take`), so a request commits once; a failure has nothing to release
+    (its transaction took the key with it) and a refusal is stored afterwards."""
+    if request is None:
+        yield Once(None)
+        return
+    if deferred and is_postgres(ctx.engine):
+        once = Once(None, deferred=(ctx, request))
         try:
-            outcome = action(started)
+            yield once
+        except VoucherServiceError as exc:
+            if once.claim is None or exc.code in TRANSIENT_CODES:
+                raise  # not ours yet (in progress elsewhere, key reused), or worth a retry
+            once.answer = once.store_refusal(*request.refusal(exc))
+        return
+    started = begin(ctx, request.merchant_id, request.key, request.route, request.raw_body)
+    if isinstance(started, StoredResponse):
+        yield Once(None, started)
+        return
+    once = Once(started)
+    with kept_alive(ctx, started):  # renewed while the block runs, never after
+        try:
+            yield once
         except VoucherServiceError as exc:
             if exc.code in TRANSIENT_CODES:
                 release_at_best(ctx, started)
                 raise
-            status, body = refusal(exc)
+            status, body = request.refusal(exc)
             store_error(ctx, started, status, body)
-            return StoredResponse(status, body)
+            once.answer = StoredResponse(status, body)
         except BaseException:
             release_at_best(ctx, started)  # nothing committed: let a retry run again
             raise
-    return StoredResponse(outcome.status, outcome.body)
 
 
 def release_at_best(ctx: ServiceContext, claim: IdempotencyClaim) -> None:

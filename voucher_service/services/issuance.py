@@ -26,6 +26,7 @@ from voucher_service.adapters.db import claims as claims_db
 from voucher_service.adapters.db.models import Enrolment, Program, Tier, Voucher
 from voucher_service.adapters.lru import LRU
 from voucher_service.adapters.signing import LoadedKey, encode_token
+from voucher_service.domain.books import CLAIM_MOVE
 from voucher_service.domain.clock import rfc3339
 from voucher_service.domain.errors import (
     ClaimLimitReached,
@@ -40,11 +41,13 @@ from voucher_service.domain.errors import (
 from voucher_service.domain.presentations import HolderKey
 from voucher_service.domain.programs import voucher_window, window_verdict
 from voucher_service.domain.tokens import VoucherClaims
-from voucher_service.services import admission, audit_log, holder_binding, ledger, shards
+from voucher_service.services import admission, audit_log, holder_binding, idempotency, ledger, shards
 from voucher_service.services.context import ServiceContext
 from voucher_service.services.credentials import SessionClaims
+from voucher_service.services.idempotency import KeyedRequest, Once, StoredResponse
 from voucher_service.services.nonces import PendingNonce
 from voucher_service.services.programs import sold_out_key, sold_out_keys
+from voucher_service.services.redemption_records import encode_json
 
 # A gate may hide vouchers that come back to the pool (recycled after expiry) for this long at most.
 SOLD_OUT_GATE_TTL_S = 60
@@ -197,16 +200,17 @@ def claim_voucher(
     *,
     catalog: ProgramCatalog | None = None,
     count: EventCounter | None = None,
-    finish: Callable[[Session, dict[str, Any]], None] | None = None,
+    once: Once | None = None,
+    present: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     nonce: PendingNonce | None = None,
     session: SessionClaims | None = None,
 ) -> dict[str, Any]:
     """Issue one pool voucher of a tier to a holder; return the voucher with its signed token.
 
-    `finish` runs inside the claim's transaction (it stores the idempotent answer atomically with it).
-    `nonce`, a platform request's nonce not yet remembered (or `session`, a consumer session not yet
-    checked against logouts), is checked first, in the same FastStore round trip as the rate limits and,
-    when the programme is cached, the sold-out gate.
+    Under an Idempotency-Key (`once`), the answer (the voucher as `present` shows it) is stored in the
+    claim's own transaction. `nonce`, a platform request's nonce not yet remembered (or `session`, a
+    consumer session not yet checked against logouts), is checked first, in the same FastStore round
+    trip as the rate limits and, when the programme is cached, the sold-out gate.
     """
     count = count or (lambda _event: None)
     catalog = catalog or ProgramCatalog()
@@ -240,21 +244,43 @@ def claim_voucher(
     if closed:
         count("claims_sold_out_fast")
         raise TierSoldOut(f"Tier {tier_code} is sold out.")
-    claimant, finish = holder_binding.prepare_claim(ctx, program_id, claimant, finish)
+    claimant, bind = holder_binding.prepare_claim(ctx, program_id, claimant, None)
     # Fetched before the transaction: the key ring may reload from the database, and on SQLite a
     # second connection opened inside our write transaction would wait for our own lock.
     key = ctx.keys.active()
     try:
         with ctx.sessions.begin() as s:
             out = _claim_in_transaction(s, key, terms, tier, claimant, now)
-            if finish is not None:
-                finish(s, out)
+            if bind is not None:  # the holder's device key, in the claim's own transaction
+                bind(s, out)
+            if once is not None:
+                once.complete(s, 201, encode_json(present(out) if present else out))
     except _Refused as refused:
         error = _explain_refusal(ctx, terms, tier, refused.reason)
         count(f"claims_refused_{error.code}")
         raise error from None
     count("claims_issued")
     return out
+
+
+def claim_once(
+    ctx: ServiceContext,
+    program_id: str,
+    tier_code: str,
+    claimant: Claimant,
+    keyed: KeyedRequest,
+    *,
+    catalog: ProgramCatalog | None = None,
+    count: EventCounter | None = None,
+    present: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> StoredResponse:
+    """Claim at most once per Idempotency-Key (a platform's retry gets the same voucher, byte for byte)."""
+    with idempotency.owner(ctx, keyed) as once:
+        if not once.replayed:
+            claim_voucher(
+                ctx, program_id, tier_code, claimant, catalog=catalog, count=count, once=once, present=present
+            )
+    return once.result()
 
 
 def _claim_in_transaction(
@@ -286,35 +312,34 @@ def _claim_in_transaction(
         "holder": claimant.holder_hash[:12],
         "merchant_id": claimant.merchant_id,
     }
-    books_written = claims_db.issue(
+    claims_db.issue(
         s,
         claims_db.Issue(
             voucher_id=voucher_id,
-            holder_hash=claimant.holder_hash,
-            merchant_id=claimant.merchant_id,
-            now=now,
-            valid_from=valid_from,
-            expires_at=expires_at,
-            kid=key.kid,
-            token=token,
-            actor=claimant.actor,
-            audit_data=audit_data,
+            voucher=claims_db.IssuedVoucher(
+                status="issued",
+                holder_hash=claimant.holder_hash,
+                claimed_by_merchant_id=claimant.merchant_id,
+                claimed_at=now,
+                valid_from=valid_from,
+                expires_at=expires_at,
+                kid=key.kid,
+                token=token,
+                status_changed_at=now,
+            ),
+            ledger=ledger.entry(
+                program_id=terms.id,
+                kind="claim",
+                from_bucket=CLAIM_MOVE[0],
+                to_bucket=CLAIM_MOVE[1],
+                amount_fen=tier.face_value_fen,
+                at=now,
+                voucher_id=voucher_id,
+                ref=tier.code,
+            ),
+            audit=audit_log.entry(claimant.actor, "voucher.claimed", "voucher", voucher_id, audit_data, now),
         ),
     )
-    if not books_written:
-        # PostgreSQL appends the same two rows inside the issuing statement (one round trip).
-        ledger.move(
-            s,
-            program_id=terms.id,
-            kind="claim",
-            from_bucket="unclaimed",
-            to_bucket="outstanding",
-            amount_fen=tier.face_value_fen,
-            at=now,
-            voucher_id=voucher_id,
-            ref=tier.code,
-        )
-        audit_log.record(s, claimant.actor, "voucher.claimed", "voucher", voucher_id, audit_data, now)
     return {
         "voucher_id": voucher_id,
         "program_id": terms.id,

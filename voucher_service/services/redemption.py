@@ -10,25 +10,25 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn
 
-from sqlalchemy import CursorResult, insert, select, update
+from sqlalchemy import Engine, select
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapper, Session
 
-from voucher_service.adapters.db.engine import is_postgres
 from voucher_service.adapters.db.models import (
     CertifiedProduct,
     Redemption,
     RedemptionLine,
-    RevocationEvent,
     Voucher,
 )
 from voucher_service.adapters.db.redemptions import (
+    AlreadyRedeemed,
     Completion,
     ProgramFacts,
     RedemptionWrite,
@@ -36,6 +36,8 @@ from voucher_service.adapters.db.redemptions import (
     checkout_facts,
     write_redemption,
 )
+from voucher_service.adapters.lru import LRU
+from voucher_service.domain.books import BUCKET_OF_REDEEMABLE_STATUS
 from voucher_service.domain.clock import local_date, parse_rfc3339
 from voucher_service.domain.eligibility import (
     BasketLine,
@@ -62,12 +64,12 @@ from voucher_service.domain.programs import window_verdict
 from voucher_service.domain.tokens import ReceiptClaims, VoucherClaims
 from voucher_service.services import audit_log, idempotency, ledger, registry, voucher_status
 from voucher_service.services.context import ServiceContext
-from voucher_service.services.idempotency import IdempotencyClaim, Outcome
+from voucher_service.services.idempotency import KeyedRequest, Once, StoredResponse
 from voucher_service.services.redemption_records import encode_json, redemption_json
 from voucher_service.services.tokens import sign_receipt, verify_voucher_token
 
 # Which ledger bucket a voucher's face value sits in, by the status it is redeemed from.
-BUCKET_OF_STATUS = {"issued": "outstanding", "expired": "expired"}
+BUCKET_OF_STATUS = BUCKET_OF_REDEEMABLE_STATUS
 
 
 @dataclass(frozen=True)
@@ -100,21 +102,53 @@ def preview_redemption(ctx: ServiceContext, merchant_id: str, req: RedemptionReq
     return redemption_json(r, lines, preview=True)
 
 
+@dataclass(frozen=True)
+class Redeemed:
+    """A redemption just made: the contract's 201 object and its exact JSON bytes (as stored for the key)."""
+
+    redemption: dict[str, Any]
+    body: bytes
+
+
+def redeem_once(
+    ctx: ServiceContext, merchant_id: str, req: RedemptionRequest, keyed: KeyedRequest
+) -> StoredResponse:
+    """Redeem at most once per Idempotency-Key; a repeat gets the first answer (or refusal) byte for byte.
+
+    On PostgreSQL the key is taken in the redemption's own transaction, so one commit does it all."""
+    with idempotency.owner(ctx, keyed, deferred=True) as once:
+        if not once.replayed:
+            redeem_voucher(ctx, merchant_id, req, once)
+    return once.result()
+
+
 def redeem_voucher(
-    ctx: ServiceContext, merchant_id: str, req: RedemptionRequest, claim: IdempotencyClaim | None
-) -> Outcome:
-    """Redeem the voucher for this basket, once; store the answer under the claimed Idempotency-Key."""
+    ctx: ServiceContext, merchant_id: str, req: RedemptionRequest, once: Once | None = None
+) -> Redeemed | None:
+    """Redeem the voucher for this basket, once; store the answer under the key `once` owns. None when the
+    key, taken in the transaction, turned out to have its answer already (`once.result()` is it)."""
     now = ctx.now()
-    claims = verify_voucher_token(ctx, req.token)
-    redemption_id, receipt = _receipt(ctx, claims, merchant_id, now)
+    deferred = once is not None and once.deferred
+    if not deferred:
+        # Before the transaction: the key ring may read the database, which on SQLite cannot begin while
+        # this thread holds the write lock.
+        claims = verify_voucher_token(ctx, req.token)
+        redemption_id, receipt = _receipt(ctx, claims, merchant_id, now)
     with ctx.sessions.begin() as s:
+        if deferred:
+            assert once is not None
+            if once.take(s) is not None:
+                return None  # the key's answer: replayed, nothing done
+            # After the key: a repeat gets the stored answer even if its token no longer verifies.
+            claims = verify_voucher_token(ctx, req.token)
+            redemption_id, receipt = _receipt(ctx, claims, merchant_id, now)
         a = _assess(s, merchant_id, req, claims, now, offline=False)
-        outcome = _record(ctx, s, merchant_id, req, a, redemption_id, receipt, source="online", claim=claim)
+        done = _record(ctx, s, merchant_id, req, a, redemption_id, receipt, source="online", once=once)
     voucher_status.status_changed(ctx, claims.voucher_id)  # an open voucher page shows it at once
     if ctx.settings.env == "test" and ctx.settings.crash_after_commit:
         # End-to-end tests kill the worker between the commit and the reply, as a crash would.
         os._exit(1)
-    return outcome
+    return done
 
 
 def record_offline_redemption(
@@ -147,7 +181,7 @@ def record_offline_redemption(
             a = _assess(session, merchant_id, req, claims, at, offline=True)
             if offline_rules is not None:
                 offline_rules(session, claims.program_id, at, a.verdict.discount_fen)
-            _record(ctx, session, merchant_id, req, a, redemption_id, receipt, source="offline", claim=None)
+            _record(ctx, session, merchant_id, req, a, redemption_id, receipt, source="offline", once=None)
     except VoucherAlreadyRedeemed:
         return "conflict", "voucher_already_redeemed", None
     except VoucherServiceError as exc:
@@ -182,10 +216,10 @@ def _assess(
     """Check (after the token) voucher, enrolment, channel, programme and voucher state in the contract's
     order, then judge the basket; raise the first failure."""
     gtins = sorted({g for g in (gtin14(i.gtin) for i in req.items) if g is not None})
-    facts = checkout_facts(s, claims.voucher_id, merchant_id, gtins)
+    facts = checkout_facts(s, claims.voucher_id, merchant_id)
     if facts is None or facts.voucher.program_id != claims.program_id or facts.voucher.status == "available":
         raise TokenInvalid("The token names no issued voucher of its programme.")
-    voucher, program, channels, products = facts
+    voucher, program, channels, registry_version = facts
     if not _same_issuance(voucher, claims):
         raise TokenInvalid("The token does not match this voucher's issuance (superseded or altered terms).")
     if channels is None:
@@ -194,7 +228,7 @@ def _assess(
         raise MerchantNotEnrolled(f"The merchant is not enrolled for this programme's {req.channel} channel.")
     _check_program(program, at, offline)
     _check_voucher(voucher, claims, at, offline)
-    by_gtin, by_sku = _registry_snapshot(s, merchant_id, req.items, gtins, products)
+    by_gtin, by_sku = _registry_snapshot(s, merchant_id, req.items, gtins, registry_version)
     scope = EligibilityScope.from_program(program.eligibility)
     verdict = judge_basket(
         req.items,
@@ -269,21 +303,58 @@ def _snapshot(row: Any) -> ProductSnapshot:
     )
 
 
+class ProductCache:
+    """The registry facts of GTINs, kept in process per registry version (the last import's seq), so a
+    redemption does not read the products of its basket again; imports are the only writers of the
+    registry and each bumps the version. Bounded; only known GTINs are kept (an unknown one is looked up
+    again, since a product may be added without an import in a test or a repair)."""
+
+    def __init__(self, max_size: int = 20_000) -> None:
+        self._known: LRU[tuple[int, str], ProductSnapshot] = LRU(max_size)
+
+    def snapshots(self, s: Session, version: int, gtins: Sequence[str]) -> dict[str, ProductSnapshot]:
+        """The products of the GTINs at this registry version, from the cache or, for the rest, the database."""
+        found: dict[str, ProductSnapshot] = {}
+        missing = []
+        for g in gtins:
+            hit = self._known.get((version, g))
+            if hit is None:
+                missing.append(g)
+            else:
+                found[g] = hit
+        if missing:
+            for g, row in registry.product_snapshots_by_gtin(s, missing).items():
+                found[g] = snapshot = _snapshot(row)
+                self._known.put((version, g), snapshot)
+        return found
+
+
+_caches: weakref.WeakKeyDictionary[Engine, ProductCache] = weakref.WeakKeyDictionary()
+_caches_lock = threading.Lock()
+
+
+def product_cache(s: Session) -> ProductCache:
+    """The product cache of the session's database (one per engine, so apps in one process never mix)."""
+    engine = s.get_bind()
+    assert isinstance(engine, Engine)
+    with _caches_lock:
+        found = _caches.get(engine)
+        if found is None:
+            found = _caches[engine] = ProductCache()
+        return found
+
+
 def _registry_snapshot(
     s: Session,
     merchant_id: str,
     items: Iterable[BasketLine],
     gtins: Sequence[str],
-    prefetched: Mapping[str, Any] | None,
+    registry_version: int,
 ) -> tuple[dict[str, ProductSnapshot], dict[str, ProductSnapshot]]:
-    """The products the basket's GTINs (unless already read with the voucher) and, for lines a GTIN does
-    not resolve, approved SKUs stand for."""
+    """The products the basket's GTINs (cached per registry version) and, for lines a GTIN does not
+    resolve, approved SKUs stand for."""
     items = list(items)
-    if prefetched is not None:
-        found: Mapping[str, Any] = prefetched
-    else:
-        found = registry.product_snapshots_by_gtin(s, gtins) if gtins else {}
-    by_gtin = {g: _snapshot(p) for g, p in found.items()}
+    by_gtin = product_cache(s).snapshots(s, registry_version, gtins) if gtins else {}
     # Only lines whose GTIN is absent, or valid but unknown, fall back to the SKU mapping.
     skus = {
         i.sku
@@ -363,8 +434,8 @@ def _record(
     receipt: str,
     *,
     source: str,
-    claim: IdempotencyClaim | None,
-) -> Outcome:
+    once: Once | None,
+) -> Redeemed:
     """Take the voucher and write everything of the redemption in the session's transaction."""
     now = ctx.now()
     r, lines = _rows(a, merchant_id, req, redemption_id=redemption_id, receipt=receipt, source=source)
@@ -380,83 +451,48 @@ def _record(
         "source": source,
     }
     actor = f"merchant:{merchant_id}"
-    if is_postgres(s):
-        _write_in_one_statement(
-            s, RedemptionWrite(r, lines, allowed, now, actor, facts, _completion(claim, body))
-        )
-        return Outcome(201, payload, body)
-    if claim is not None:
-        idempotency.complete(s, claim, 201, body)  # first: a lost lease stops us before any effect
-    from_status = _take_voucher(s, a.voucher.id, allowed, a.at, now)
-    try:  # bulk inserts: the hot path skips the unit of work's bookkeeping
-        s.execute(insert(Redemption), [_column_values(r)])
-    except IntegrityError:  # the partial unique index: another active redemption of this voucher
-        raise VoucherAlreadyRedeemed("The voucher was already redeemed.") from None
-    s.execute(insert(RedemptionLine), [_column_values(x) for x in lines])
-    event = {"program_id": a.program.id, "voucher_id": a.voucher.id, "kind": "redeemed", "created_at": now}
-    s.execute(insert(RevocationEvent).values(**event))
-    ledger.move(
-        s,
-        program_id=a.program.id,
-        kind="redeem",
-        from_bucket=BUCKET_OF_STATUS[from_status],
-        to_bucket="redeemed",
-        amount_fen=a.verdict.discount_fen,
-        at=now,
-        voucher_id=a.voucher.id,
-        ref=redemption_id,
+    write = RedemptionWrite(
+        redemption=_column_values(r),
+        lines=[_column_values(x) for x in lines],
+        event={"program_id": a.program.id, "voucher_id": a.voucher.id, "kind": "redeemed", "created_at": now},
+        ledger=ledger.entry(
+            program_id=a.program.id,
+            kind="redeem",
+            from_bucket=BUCKET_OF_STATUS[a.voucher.status],  # checked; the write takes the state it finds
+            to_bucket="redeemed",
+            amount_fen=a.verdict.discount_fen,
+            at=now,
+            voucher_id=a.voucher.id,
+            ref=redemption_id,
+        ),
+        audit=audit_log.entry(actor, "redemption.created", "redemption", redemption_id, facts, now),
+        allowed=allowed,
+        now=now,
+        completion=_completion(once, body),
     )
-    audit_log.record(s, actor, "redemption.created", "redemption", redemption_id, facts, now)
-    return Outcome(201, payload, body)
+    try:
+        written = write_redemption(s, write)
+    except AlreadyRedeemed:  # the partial unique index: another active redemption of this voucher
+        raise VoucherAlreadyRedeemed("The voucher was already redeemed.") from None
+    if not written.finished:
+        raise idempotency.lease_lost()
+    if written.from_status is None:
+        _refusal(s, a.voucher.id)
+    if once is not None:
+        once.completed(201, body)  # the write stored it under the claim
+    return Redeemed(payload, body)
 
 
-def _completion(claim: IdempotencyClaim | None, body: bytes) -> Completion | None:
+def _completion(once: Once | None, body: bytes) -> Completion | None:
+    claim = None if once is None else once.claim
     if claim is None:
         return None
     return Completion(claim.merchant_id, claim.key, claim.fence(), 201, body)
 
 
-def _write_in_one_statement(s: Session, w: RedemptionWrite) -> None:
-    """PostgreSQL: every write of the redemption in one round trip; raise what the ORM path raises."""
-    try:
-        written = write_redemption(s, w)
-    except IntegrityError as exc:  # the partial unique index: another active redemption of this voucher
-        if "uq_redemptions_active_voucher" not in str(exc.orig):
-            raise
-        raise VoucherAlreadyRedeemed("The voucher was already redeemed.") from None
-    if not written.finished:
-        raise idempotency.lease_lost()
-    if written.from_status is None:
-        _refusal(s, w.redemption.voucher_id)
-
-
 def _column_values(row: Redemption | RedemptionLine) -> dict[str, Any]:
     mapper: Mapper[Any] = sa_inspect(type(row))
     return {attr.key: getattr(row, attr.key) for attr in mapper.column_attrs}
-
-
-def _take_voucher(
-    s: Session, voucher_id: str, allowed: Sequence[str], at: dt.datetime, now: dt.datetime
-) -> str:
-    """Move the voucher to `redeemed` from one of the allowed states; return which. The conditional UPDATE
-    is what makes redemption exactly-once under any concurrency."""
-    for status in allowed:
-        result = s.execute(
-            update(Voucher)
-            # A recycled voucher's value is back in its tier's pool: taking it again would spend it twice.
-            .where(
-                Voucher.id == voucher_id,
-                Voucher.status == status,
-                Voucher.expires_at > at,
-                Voucher.recycled_at.is_(None),
-            )
-            .values(status="redeemed", status_changed_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        taken = cast(CursorResult[Any], result).rowcount
-        if taken == 1:
-            return status
-    _refusal(s, voucher_id)
 
 
 def _refusal(s: Session, voucher_id: str) -> NoReturn:

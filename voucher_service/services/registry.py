@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Date, String, delete, insert, select, text, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from voucher_service.adapters.db.engine import is_postgres
@@ -28,6 +28,8 @@ from voucher_service.adapters.db.models import (
     SkuMapping,
     Supplier,
 )
+from voucher_service.adapters.db.redemptions import products_of_gtins
+from voucher_service.adapters.db.rows import built_once
 from voucher_service.domain.errors import ValidationFailed
 from voucher_service.domain.registry_rows import (
     ProductRow,
@@ -324,19 +326,7 @@ def products_by_gtin(session: Session, gtins14: Sequence[str]) -> dict[str, Cert
 
 
 # The columns checkout judges a product by, for every GTIN of a basket in one round trip (PostgreSQL).
-PG_SNAPSHOTS_BY_GTIN = text("""
-SELECT g.gtin, p.certification_no, p.certification_type, p.county_code, p.valid_from, p.valid_to, p.status
-FROM product_gtins g JOIN certified_products p ON p.certification_no = g.certification_no
-WHERE g.gtin = ANY(CAST(:gtins AS varchar[]))
-""").columns(
-    gtin=String,
-    certification_no=String,
-    certification_type=String,
-    county_code=String,
-    valid_from=Date,
-    valid_to=Date,
-    status=String,
-)
+PG_SNAPSHOTS_BY_GTIN = built_once(products_of_gtins())
 
 
 def product_snapshots_by_gtin(session: Session, gtins14: Sequence[str]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -16,7 +17,7 @@ from voucher_service.domain.eligibility import remaining_eligible_total_fen, rev
 from voucher_service.domain.errors import Forbidden, InvalidState, NotFound, ValidationFailed
 from voucher_service.services import audit_log, idempotency, ledger, voucher_status
 from voucher_service.services.context import ServiceContext
-from voucher_service.services.idempotency import IdempotencyClaim, Outcome
+from voucher_service.services.idempotency import KeyedRequest, Once, StoredResponse
 from voucher_service.services.redemption_records import encode_json
 
 
@@ -28,13 +29,35 @@ class ReturnedLine:
     quantity: int
 
 
+@dataclass(frozen=True)
+class Reversed:
+    """A return just recorded: the contract's 201 object and its exact JSON bytes."""
+
+    reversal: dict[str, Any]
+    body: bytes
+
+
+def reverse_once(
+    ctx: ServiceContext,
+    merchant_id: str,
+    redemption_id: str,
+    returned: Sequence[ReturnedLine] | None,
+    keyed: KeyedRequest,
+) -> StoredResponse:
+    """Record the return at most once per Idempotency-Key; a repeat gets the first answer byte for byte."""
+    with idempotency.owner(ctx, keyed) as once:
+        if not once.replayed:
+            reverse_redemption(ctx, merchant_id, redemption_id, returned, once)
+    return once.result()
+
+
 def reverse_redemption(
     ctx: ServiceContext,
     merchant_id: str,
     redemption_id: str,
     returned: Sequence[ReturnedLine] | None,
-    claim: IdempotencyClaim | None,
-) -> Outcome:
+    once: Once | None = None,
+) -> Reversed:
     """Record a return (None: all not yet returned); claw the discount back when it no longer holds."""
     now = ctx.now()
     with ctx.sessions.begin() as s:
@@ -81,8 +104,8 @@ def reverse_redemption(
         }
         body = encode_json(payload)
         voucher_id = voucher.id
-        if claim is not None:
-            idempotency.complete(s, claim, 201, body)
+        if once is not None:
+            once.complete(s, 201, body)
         audit_log.record(
             s,
             f"merchant:{merchant_id}",
@@ -100,7 +123,7 @@ def reverse_redemption(
         )
     if clawback:
         voucher_status.status_changed(ctx, voucher_id)  # back to its holder: pages show it
-    return Outcome(201, payload, body)
+    return Reversed(payload, body)
 
 
 def _apply_returns(

@@ -33,7 +33,7 @@ from voucher_service.services import (
     staff,
 )
 from voucher_service.services.context import ServiceContext
-from voucher_service.services.idempotency import StoredResponse
+from voucher_service.services.idempotency import KeyedRequest, StoredResponse
 from voucher_service.services.reversals import ReturnedLine
 from voucher_service.web import page_blueprint, security
 from voucher_service.web.checkout_basket import (
@@ -281,15 +281,8 @@ def _redeem_once(key: str, typed: TypedBasket) -> StoredResponse:
     deadline = time.monotonic() + WAIT_FOR_FIRST_S
     while True:
         try:
-            return idempotency.run_once(
-                ctx,
-                cashier.merchant_id,
-                key,
-                REDEEM_ROUTE,
-                body,
-                lambda claim: redemption.redeem_voucher(ctx, cashier.merchant_id, req, claim),
-                problem_bytes,
-            )
+            keyed = KeyedRequest(cashier.merchant_id, key, REDEEM_ROUTE, body, problem_bytes)
+            return redemption.redeem_once(ctx, cashier.merchant_id, req, keyed)
         except IdempotencyInProgress:
             if time.monotonic() > deadline:
                 raise
@@ -383,15 +376,9 @@ def take_return(redemption_id: str) -> Any:
         {} if returned is None else {"lines": [{"index": x.index, "quantity": x.quantity} for x in returned]}
     )
     ctx, merchant_id = _ctx(), _cashier().merchant_id
-    answer = idempotency.run_once(
-        ctx,
-        merchant_id,
-        key,
-        f"POST /checkout/receipts/{redemption_id}/returns",
-        json.dumps(payload, separators=(",", ":")).encode(),
-        lambda claim: reversals.reverse_redemption(ctx, merchant_id, redemption_id, returned, claim),
-        problem_bytes,
-    )
+    raw = json.dumps(payload, separators=(",", ":")).encode()
+    keyed = KeyedRequest(merchant_id, key, f"POST /checkout/receipts/{redemption_id}/returns", raw, problem_bytes)
+    answer = reversals.reverse_once(ctx, merchant_id, redemption_id, returned, keyed)
     msg = "returned" if answer.status == 201 else str(json.loads(answer.body).get("code"))
     return redirect(url_for("checkout.receipt", redemption_id=redemption_id, msg=msg), code=303)
 

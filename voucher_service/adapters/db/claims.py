@@ -1,57 +1,112 @@
-"""The statements of a claim, kept to as few round trips as the database allows.
+"""The statements of a claim, built with SQLAlchemy Core from the models, kept to few round trips.
 
 PostgreSQL (the rush configuration) does a claim in two statements: one counts the claim against the
 holder's limit and locks a pool voucher with SKIP LOCKED; the other issues that voucher and appends
 its ledger movement and audit entry (data-modifying CTEs). SQLite, serialised by its write lock,
-runs the same steps one statement at a time, and the service appends the books through the ORM.
+runs the same statements one at a time. Both take the same parameters, built here from the domain's
+values; the statements are built once at import (SQLAlchemy then compiles each once per dialect).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from sqlalchemy import select, text, update
+from sqlalchemy import Select, Update, bindparam, exists, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from voucher_service.adapters.db.engine import is_postgres
-from voucher_service.adapters.db.models import HolderClaimCount, Program, Voucher
+from voucher_service.adapters.db.models import AuditEntry, HolderClaimCount, LedgerEntry, Program, Voucher
+from voucher_service.adapters.db.rows import built_once, insert_row, param, row_params, table_of
 
-PG_RESERVE = text("""
-WITH counted AS (
-    INSERT INTO holder_claim_counts AS h (program_id, holder_hash, claimed)
-    VALUES (:program_id, :holder_hash, 1)
-    ON CONFLICT (program_id, holder_hash) DO UPDATE SET claimed = h.claimed + 1
-    WHERE h.claimed < :per_person_limit
-    RETURNING claimed
-)
-SELECT EXISTS (SELECT 1 FROM counted) AS counted,
-       (SELECT v.id FROM vouchers v JOIN programs p ON p.id = v.program_id
-        WHERE v.program_id = :program_id AND v.tier_code = :tier_code AND v.status = 'available'
-          AND p.status = 'active' AND EXISTS (SELECT 1 FROM counted)
-        LIMIT 1 FOR UPDATE OF v SKIP LOCKED) AS voucher_id
-""")
+_COUNTS = table_of(HolderClaimCount)
+_VOUCHERS = table_of(Voucher)
+_LEDGER = table_of(LedgerEntry)
+_AUDIT = table_of(AuditEntry)
 
-PG_ISSUE = text("""
-WITH taken AS (
-    UPDATE vouchers SET status = 'issued', holder_hash = :holder_hash,
-        claimed_by_merchant_id = :merchant_id, claimed_at = :now, valid_from = :valid_from,
-        expires_at = :expires_at, kid = :kid, token = :token, status_changed_at = :now
-    WHERE id = :voucher_id AND status = 'available'
-    RETURNING id, program_id, tier_code, face_value_fen
-), moved AS (
-    INSERT INTO ledger_entries
-        (program_id, voucher_id, kind, from_bucket, to_bucket, amount_fen, ref, created_at)
-    SELECT program_id, id, 'claim', 'unclaimed', 'outstanding', face_value_fen, tier_code, :now FROM taken
-), audited AS (
-    INSERT INTO audit_log (at, actor, action, entity, entity_id, data)
-    SELECT :now, :actor, 'voucher.claimed', 'voucher', id, CAST(:audit_data AS JSON) FROM taken
+
+def _count_claim(insert_of: Callable[[Any], Any]) -> Any:
+    """Count one claim for the holder unless it has reached the limit; returns a row when counted."""
+    stmt = insert_of(_COUNTS).values(
+        program_id=bindparam("program_id"), holder_hash=bindparam("holder_hash"), claimed=1
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[_COUNTS.c.program_id, _COUNTS.c.holder_hash],
+        set_={"claimed": _COUNTS.c.claimed + 1},
+        where=_COUNTS.c.claimed < bindparam("per_person_limit"),
+    ).returning(_COUNTS.c.claimed)
+
+
+# One available voucher of the tier, while the programme is active.
+_POOL = (
+    select(Voucher.id)
+    .join(Program, Program.id == Voucher.program_id)
+    .where(
+        Voucher.program_id == bindparam("program_id"),
+        Voucher.tier_code == bindparam("tier_code"),
+        Voucher.status == "available",
+        Program.status == "active",
+    )
+    .limit(1)
 )
-SELECT count(*) FROM taken
-""")
+
+SQLITE_COUNT = built_once(_count_claim(sqlite_insert))
+_counted = _count_claim(pg_insert).cte("counted")
+PG_RESERVE = built_once(
+    select(
+        exists(_counted.select()).label("counted"),
+        _POOL.where(exists(_counted.select()))
+        .with_for_update(of=Voucher, skip_locked=True)
+        .scalar_subquery()
+        .label("voucher_id"),
+    )
+)
+SQLITE_POOL = built_once(_POOL.where())
+
+
+@dataclass(frozen=True)
+class IssuedVoucher:
+    """The columns a claim sets on the voucher it takes (named as the model's columns)."""
+
+    status: str
+    holder_hash: str
+    claimed_by_merchant_id: str | None
+    claimed_at: dt.datetime
+    valid_from: dt.datetime
+    expires_at: dt.datetime
+    kid: str
+    token: str
+    status_changed_at: dt.datetime
+
+
+_ISSUED = tuple(IssuedVoucher.__dataclass_fields__)
+
+
+def _issue_voucher() -> Update:
+    return (
+        update(Voucher)
+        .where(Voucher.id == bindparam("voucher_id"), Voucher.status == "available")
+        .values({name: param(_VOUCHERS, "v_", name) for name in _ISSUED})
+    )
+
+
+SQLITE_ISSUE = built_once(_issue_voucher())
+SQLITE_MOVE = built_once(insert_row(_LEDGER, "g_"))
+SQLITE_AUDIT = built_once(insert_row(_AUDIT, "a_"))
+
+
+def _pg_issue() -> Select[Any]:
+    taken = _issue_voucher().returning(Voucher.id).cte("taken")
+    moved = insert_row(_LEDGER, "g_", source=taken).cte("moved")
+    audited = insert_row(_AUDIT, "a_", source=taken).cte("audited")
+    return select(func.count()).select_from(taken).add_cte(moved, audited)
+
+
+PG_ISSUE = built_once(_pg_issue())
 
 
 class Reservation(NamedTuple):
@@ -63,18 +118,13 @@ class Reservation(NamedTuple):
 
 @dataclass(frozen=True)
 class Issue:
-    """Everything that issuing a reserved voucher writes."""
+    """Everything that issuing a reserved voucher writes: the voucher's new columns, and its ledger and
+    audit rows (column values of those models)."""
 
     voucher_id: str
-    holder_hash: str
-    merchant_id: str | None
-    now: dt.datetime
-    valid_from: dt.datetime
-    expires_at: dt.datetime
-    kid: str
-    token: str
-    actor: str
-    audit_data: dict[str, Any]
+    voucher: IssuedVoucher
+    ledger: Mapping[str, Any]
+    audit: Mapping[str, Any]
 
 
 def reserve(
@@ -87,75 +137,31 @@ def reserve(
         "holder_hash": holder_hash,
         "per_person_limit": per_person_limit,
     }
+    conn = s.connection()
     if is_postgres(s):
-        row = s.connection().execute(PG_RESERVE, params).one()
+        row = conn.execute(PG_RESERVE, params).one()
         return Reservation(bool(row.counted), row.voucher_id)
-    counted = s.execute(
-        sqlite_insert(HolderClaimCount)
-        .values(program_id=program_id, holder_hash=holder_hash, claimed=1)
-        .on_conflict_do_update(
-            index_elements=[HolderClaimCount.program_id, HolderClaimCount.holder_hash],
-            set_={"claimed": HolderClaimCount.claimed + 1},
-            where=HolderClaimCount.claimed < per_person_limit,
-        )
-        .returning(HolderClaimCount.claimed)
-    ).first()
-    if counted is None:
+    if conn.execute(SQLITE_COUNT, params).first() is None:
         return Reservation(False, None)
     # No SKIP LOCKED here: BEGIN IMMEDIATE holds SQLite's write lock for the whole transaction.
-    voucher_id = s.scalar(
-        select(Voucher.id)
-        .join(Program, Program.id == Voucher.program_id)
-        .where(
-            Voucher.program_id == program_id,
-            Voucher.tier_code == tier_code,
-            Voucher.status == "available",
-            Program.status == "active",
-        )
-        .limit(1)
-    )
-    return Reservation(True, voucher_id)
+    return Reservation(True, conn.execute(SQLITE_POOL, params).scalar())
 
 
-def issue(s: Session, claim: Issue) -> bool:
-    """Mark the reserved voucher issued; on PostgreSQL also append its ledger and audit entries.
-
-    Return whether the books were written too (when not, the caller appends them).
-    """
+def issue(s: Session, claim: Issue) -> None:
+    """Mark the reserved voucher issued and append its ledger movement and audit entry."""
+    params: dict[str, Any] = {
+        "voucher_id": claim.voucher_id,
+        **{f"v_{k}": getattr(claim.voucher, k) for k in _ISSUED},
+        **row_params(_LEDGER, "g_", claim.ledger),
+        **row_params(_AUDIT, "a_", claim.audit),
+    }
+    conn = s.connection()
     if is_postgres(s):
-        params = {
-            "voucher_id": claim.voucher_id,
-            "holder_hash": claim.holder_hash,
-            "merchant_id": claim.merchant_id,
-            "now": claim.now,
-            "valid_from": claim.valid_from,
-            "expires_at": claim.expires_at,
-            "kid": claim.kid,
-            "token": claim.token,
-            "actor": claim.actor,
-            "audit_data": json.dumps(claim.audit_data, ensure_ascii=False),
-        }
-        taken = s.connection().execute(PG_ISSUE, params).scalar_one()
-        _check_taken(claim.voucher_id, int(taken))
-        return True
-    result = s.execute(
-        update(Voucher)
-        .where(Voucher.id == claim.voucher_id, Voucher.status == "available")
-        .values(
-            status="issued",
-            holder_hash=claim.holder_hash,
-            claimed_by_merchant_id=claim.merchant_id,
-            claimed_at=claim.now,
-            valid_from=claim.valid_from,
-            expires_at=claim.expires_at,
-            kid=claim.kid,
-            token=claim.token,
-            status_changed_at=claim.now,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    _check_taken(claim.voucher_id, int(getattr(result, "rowcount", 0)))
-    return False
+        _check_taken(claim.voucher_id, int(conn.execute(PG_ISSUE, params).scalar_one()))
+        return
+    _check_taken(claim.voucher_id, int(getattr(conn.execute(SQLITE_ISSUE, params), "rowcount", 0)))
+    conn.execute(SQLITE_MOVE, params)
+    conn.execute(SQLITE_AUDIT, params)
 
 
 def _check_taken(voucher_id: str, taken: int) -> None:

@@ -1,141 +1,70 @@
-"""The writes of a redemption on PostgreSQL in one statement (data-modifying CTEs), like claims.py.
+"""The reads and writes of a redemption, built with SQLAlchemy Core from the models.
 
-One round trip does what the ORM path does in seven: complete the Idempotency-Key (only while this
-attempt still holds its lease), move the voucher to `redeemed` (only from an allowed state and before
-it expires), and, only if both happened, insert the redemption, its lines, the revocation event, the
-ledger movement and the audit entry. Exactly once is still the database's: the conditional UPDATE
-under row locks, then the partial unique index on active redemptions. SQLite keeps the ORM path.
-The statements are text() built once at import, so nothing is compiled per request.
+PostgreSQL writes a redemption in one statement (data-modifying CTEs): complete the Idempotency-Key
+(only while this attempt still holds its lease), move the voucher to `redeemed` (only from an allowed
+state and before it expires), and, only if both happened, insert the redemption, its lines, the
+revocation event, the ledger movement and the audit entry. SQLite, which has no data-modifying CTEs,
+runs the same inserts one at a time, from the same parameters. Exactly once is still the database's:
+the conditional UPDATE under row locks, then the partial unique index on active redemptions. The
+statements are built once at import, so SQLAlchemy compiles each once per dialect.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
-from sqlalchemy import JSON, BigInteger, String, text
+from sqlalchemy import (
+    ARRAY,
+    CursorResult,
+    Select,
+    String,
+    any_,
+    bindparam,
+    case,
+    column,
+    exists,
+    func,
+    insert,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from voucher_service.adapters.db.engine import is_postgres
-from voucher_service.adapters.db.models import Redemption, RedemptionLine, UTCDateTime
-
-# The voucher is locked first (FOR UPDATE re-reads it if a concurrent transaction changed it), so the
-# state it is taken from is the one it really had: that names the ledger bucket the value leaves.
-_WRITES = """
-locked AS (
-    SELECT id, status FROM vouchers
-    WHERE id = :voucher_id AND status = ANY(CAST(:allowed AS varchar[])) AND expires_at > :at
-      AND recycled_at IS NULL AND {guard}
-    FOR UPDATE
-), taken AS (
-    UPDATE vouchers v SET status = 'redeemed', status_changed_at = :now
-    FROM locked WHERE v.id = locked.id
-    RETURNING locked.status AS from_status
-), redeemed AS (
-    INSERT INTO redemptions (id, voucher_id, program_id, merchant_id, order_id, channel, terminal_id,
-        order_total_fen, eligible_total_fen, discount_fen, clawed_back_fen, status, redeemed_at, receipt,
-        source)
-    SELECT :redemption_id, :voucher_id, :program_id, :merchant_id, :order_id, :channel, :terminal_id,
-        :order_total_fen, :eligible_total_fen, :discount_fen, 0, 'active', :at, :receipt, :source
-    FROM taken
-    RETURNING id
-), lined AS (
-    INSERT INTO redemption_lines (redemption_id, "index", gtin, sku, name, quantity, unit_price_fen,
-        line_total_fen, eligible, reason, certification_no, county_code, discount_share_fen,
-        returned_quantity)
-    SELECT r.id, l."index", l.gtin, l.sku, l.name, l.quantity, l.unit_price_fen, l.line_total_fen,
-        l.eligible, l.reason, l.certification_no, l.county_code, l.discount_share_fen, 0
-    FROM redeemed r CROSS JOIN json_to_recordset(CAST(:lines AS json)) AS l("index" int, gtin text,
-        sku text, name text, quantity int, unit_price_fen bigint, line_total_fen bigint, eligible boolean,
-        reason text, certification_no text, county_code text, discount_share_fen bigint)
-), revoked AS (
-    INSERT INTO revocation_events (program_id, voucher_id, kind, created_at)
-    SELECT :program_id, :voucher_id, 'redeemed', :now FROM redeemed
-), moved AS (
-    INSERT INTO ledger_entries
-        (program_id, voucher_id, kind, from_bucket, to_bucket, amount_fen, ref, created_at)
-    SELECT :program_id, :voucher_id, 'redeem',
-        CASE taken.from_status WHEN 'issued' THEN 'outstanding' ELSE 'expired' END, 'redeemed',
-        :discount_fen, redeemed.id, :now
-    FROM taken CROSS JOIN redeemed
-), audited AS (
-    INSERT INTO audit_log (at, actor, action, entity, entity_id, data)
-    SELECT :now, :actor, 'redemption.created', 'redemption', redeemed.id, CAST(:audit_data AS JSON)
-    FROM redeemed
+from voucher_service.adapters.db.models import (
+    AuditEntry,
+    CertifiedProduct,
+    Enrolment,
+    IdempotencyRecord,
+    LedgerEntry,
+    Merchant,
+    ProductGtin,
+    Program,
+    Redemption,
+    RedemptionLine,
+    RegistryImport,
+    RevocationEvent,
+    UTCDateTime,
+    Voucher,
 )
-"""
+from voucher_service.adapters.db.rows import built_once, columns, insert_row, row_params, table_of
+from voucher_service.domain.books import BUCKET_OF_REDEEMABLE_STATUS
 
-# With an Idempotency-Key: the answer is stored only while our lease holds, and nothing else is
-# written unless it was (a lost lease means another attempt may commit the effect instead).
-PG_REDEEM_IDEMPOTENT = text(
-    """
-WITH finished AS (
-    UPDATE idempotency_records SET state = 'done', response_status = :response_status,
-        response_body = :response_body
-    WHERE merchant_id = :idem_merchant_id AND key = :idem_key AND state = 'in_progress'
-      AND locked_until = :locked_until
-    RETURNING 1
-), """
-    + _WRITES.format(guard="EXISTS (SELECT 1 FROM finished)")
-    + """
-SELECT EXISTS (SELECT 1 FROM finished) AS finished, (SELECT from_status FROM taken) AS from_status
-"""
-)
 
-PG_REDEEM = text(
-    "WITH "
-    + _WRITES.format(guard="TRUE")
-    + """
-SELECT TRUE AS finished, (SELECT from_status FROM taken) AS from_status
-"""
-)
+class AlreadyRedeemed(Exception):
+    """The partial unique index refused a second active redemption of the voucher."""
 
-# What checkout judges, in one row: the voucher, its programme, and the merchant's channels when it is
-# enrolled in that programme (NULL when not). Plain SQL with typed columns: valid on both backends,
-# compiled once, and no ORM identity map to fill. On PostgreSQL the same row also carries the basket's
-# products (by 14-digit GTIN), so checkout reads everything it judges in one round trip and one snapshot.
-_FACTS = """
-SELECT v.id, v.program_id, v.status, v.tier_code, v.face_value_fen, v.min_spend_fen, v.valid_from,
-       v.expires_at, p.status AS program_status, p.channels AS program_channels, p.starts_at, p.ends_at,
-       p.activated_at, p.eligibility, p.timezone, m.channels AS merchant_channels{products}
-FROM vouchers v
-JOIN programs p ON p.id = v.program_id
-LEFT JOIN program_merchants e ON e.program_id = p.id AND e.merchant_id = :merchant_id
-LEFT JOIN merchants m ON m.id = e.merchant_id
-WHERE v.id = :voucher_id
-"""
-_PRODUCTS = """,
-       (SELECT json_agg(json_build_array(g.gtin, c.certification_no, c.certification_type, c.county_code,
-                                         c.valid_from, c.valid_to, c.status))
-        FROM product_gtins g JOIN certified_products c ON c.certification_no = g.certification_no
-        WHERE g.gtin = ANY(CAST(:gtins AS varchar[]))) AS products"""
-_FACT_TYPES: dict[str, Any] = dict(
-    id=String,
-    program_id=String,
-    status=String,
-    tier_code=String,
-    face_value_fen=BigInteger,
-    min_spend_fen=BigInteger,
-    valid_from=UTCDateTime,
-    expires_at=UTCDateTime,
-    program_status=String,
-    program_channels=JSON,
-    starts_at=UTCDateTime,
-    ends_at=UTCDateTime,
-    activated_at=UTCDateTime,
-    eligibility=JSON,
-    timezone=String,
-    merchant_channels=JSON,
-)
-CHECKOUT_FACTS = text(_FACTS.format(products="")).columns(**_FACT_TYPES)
-PG_CHECKOUT_FACTS = text(_FACTS.format(products=_PRODUCTS)).columns(**_FACT_TYPES, products=JSON)
+
+# ---------------------------------------------------------------- what checkout judges
 
 
 class ProductFacts(NamedTuple):
-    """What checkout judges a certified product by."""
+    """What checkout judges a certified product by (named as the model's columns)."""
 
     certification_no: str
     certification_type: str
@@ -147,7 +76,7 @@ class ProductFacts(NamedTuple):
 
 @dataclass(frozen=True)
 class VoucherFacts:
-    """The voucher as checkout judges it."""
+    """The voucher as checkout judges it (named as the model's columns)."""
 
     id: str
     program_id: str
@@ -161,7 +90,7 @@ class VoucherFacts:
 
 @dataclass(frozen=True)
 class ProgramFacts:
-    """The voucher's programme as checkout judges it."""
+    """The voucher's programme as checkout judges it (named as the model's columns)."""
 
     id: str
     status: str
@@ -175,71 +104,159 @@ class ProgramFacts:
 
 class CheckoutFacts(NamedTuple):
     """What one read gives checkout; `merchant_channels` is None when the merchant is not enrolled, and
-    `products` (by 14-digit GTIN) None where the caller must look them up itself (SQLite)."""
+    `registry_version` names the registry snapshot (the last import) the basket is judged against."""
 
     voucher: VoucherFacts
     program: ProgramFacts
     merchant_channels: list[str] | None
-    products: dict[str, ProductFacts] | None
+    registry_version: int
 
 
-def checkout_facts(
-    s: Session, voucher_id: str, merchant_id: str, gtins14: Sequence[str]
-) -> CheckoutFacts | None:
-    """The voucher, its programme and the merchant's enrolled channels (on PostgreSQL also the basket's
-    products) in the session's transaction; None when there is no such voucher."""
-    params = {"voucher_id": voucher_id, "merchant_id": merchant_id}
-    postgres = is_postgres(s)
-    if postgres:
-        row = s.connection().execute(PG_CHECKOUT_FACTS, {**params, "gtins": list(gtins14)}).first()
-    else:
-        row = s.connection().execute(CHECKOUT_FACTS, params).first()
+_VOUCHER_FIELDS = [f.name for f in fields(VoucherFacts)]
+_PROGRAM_FIELDS = [f.name for f in fields(ProgramFacts)]
+
+# The voucher, its programme, the merchant's channels when it is enrolled in that programme (NULL when
+# not) and the registry's version (its last import: the primary key's index answers it), in one row; the
+# columns are the facts' fields, so a field added there is read here.
+CHECKOUT_FACTS = built_once(
+    select(
+        *[Voucher.__table__.c[f] for f in _VOUCHER_FIELDS],
+        *[Program.__table__.c[f].label(f"p_{f}") for f in _PROGRAM_FIELDS],
+        Merchant.channels.label("merchant_channels"),
+        select(func.coalesce(func.max(RegistryImport.seq), 0)).scalar_subquery().label("registry_version"),
+    )
+    .join(Program, Program.id == Voucher.program_id)
+    .outerjoin(
+        Enrolment, (Enrolment.program_id == Program.id) & (Enrolment.merchant_id == bindparam("merchant_id"))
+    )
+    .outerjoin(Merchant, Merchant.id == Enrolment.merchant_id)
+    .where(Voucher.id == bindparam("voucher_id"))
+)
+
+
+def products_of_gtins() -> Select[Any]:
+    """The products (ProductFacts columns) of the 14-digit GTINs in the `gtins` array, with their GTIN."""
+    product_cols = [CertifiedProduct.__table__.c[f] for f in ProductFacts._fields]
+    return (
+        select(ProductGtin.gtin, *product_cols)
+        .join(CertifiedProduct, CertifiedProduct.certification_no == ProductGtin.certification_no)
+        .where(ProductGtin.gtin == any_(bindparam("gtins", type_=ARRAY(String))))
+    )
+
+
+def checkout_facts(s: Session, voucher_id: str, merchant_id: str) -> CheckoutFacts | None:
+    """The voucher, its programme, the merchant's enrolled channels and the registry version, in the
+    session's transaction; None when there is no such voucher."""
+    row = (
+        s.connection().execute(CHECKOUT_FACTS, {"voucher_id": voucher_id, "merchant_id": merchant_id}).first()
+    )
     if row is None:
         return None
-    products: dict[str, ProductFacts] | None = None
-    if postgres:
-        products = {}
-        for gtin, no, kind, county, valid_from, valid_to, status in row.products or []:
-            products[gtin] = ProductFacts(
-                no, kind, county, dt.date.fromisoformat(valid_from), dt.date.fromisoformat(valid_to), status
-            )
-    voucher = VoucherFacts(
-        row.id,
-        row.program_id,
-        row.status,
-        row.tier_code,
-        row.face_value_fen,
-        row.min_spend_fen,
-        row.valid_from,
-        row.expires_at,
-    )
-    program = ProgramFacts(
-        row.program_id,
-        row.program_status,
-        row.program_channels,
-        row.starts_at,
-        row.ends_at,
-        row.activated_at,
-        row.eligibility,
-        row.timezone,
-    )
-    return CheckoutFacts(voucher, program, row.merchant_channels, products)
+    m = row._mapping
+    voucher = VoucherFacts(*[m[f] for f in _VOUCHER_FIELDS])
+    program = ProgramFacts(*[m[f"p_{f}"] for f in _PROGRAM_FIELDS])
+    return CheckoutFacts(voucher, program, m["merchant_channels"], int(m["registry_version"]))
 
 
-_LINE_FIELDS = (
-    "index",
-    "gtin",
-    "sku",
-    "name",
-    "quantity",
-    "unit_price_fen",
-    "line_total_fen",
-    "eligible",
-    "reason",
-    "certification_no",
-    "county_code",
-    "discount_share_fen",
+# ---------------------------------------------------------------- writing
+
+
+_REDEMPTIONS = table_of(Redemption)
+_LINES = table_of(RedemptionLine)
+_EVENTS = table_of(RevocationEvent)
+_LEDGER = table_of(LedgerEntry)
+_AUDIT = table_of(AuditEntry)
+_LINE_COLUMNS = [c for c in columns(_LINES) if c.name != "redemption_id"]
+
+_now = bindparam("now", type_=UTCDateTime)
+
+
+def _complete_key() -> Any:
+    """Store the answer under the key, only while `locked_until` is still this attempt's lease end."""
+    return (
+        update(IdempotencyRecord)
+        .where(
+            IdempotencyRecord.merchant_id == bindparam("idem_merchant_id"),
+            IdempotencyRecord.key == bindparam("idem_key"),
+            IdempotencyRecord.state == "in_progress",
+            IdempotencyRecord.locked_until == bindparam("idem_locked_until", type_=UTCDateTime),
+        )
+        .values(
+            state="done",
+            response_status=bindparam("idem_status"),
+            response_body=bindparam("idem_body"),
+        )
+    )
+
+
+def _pg_redeem(idempotent: bool) -> Select[Any]:
+    finished = _complete_key().returning(IdempotencyRecord.key).cte("finished") if idempotent else None
+    guard = exists(finished.select()) if finished is not None else true()
+    # The voucher is locked first (FOR UPDATE re-reads it if a concurrent transaction changed it), so the
+    # state it is taken from is the one it really had: that names the ledger bucket the value leaves.
+    locked = (
+        select(Voucher.id, Voucher.status)
+        .where(
+            Voucher.id == bindparam("voucher_id"),
+            Voucher.status == any_(bindparam("allowed", type_=ARRAY(String))),
+            Voucher.expires_at > bindparam("at", type_=UTCDateTime),
+            Voucher.recycled_at.is_(None),
+            guard,
+        )
+        .with_for_update()
+        .cte("locked")
+    )
+    taken = (
+        update(Voucher)
+        .where(Voucher.id == locked.c.id)
+        .values(status="redeemed", status_changed_at=_now)
+        .returning(locked.c.status.label("from_status"))
+        .cte("taken")
+    )
+    redeemed = insert_row(_REDEMPTIONS, "r_", source=taken).returning(Redemption.id).cte("redeemed")
+    basket = (
+        func.unnest(*[bindparam(f"l_{c.name}", type_=ARRAY(c.type)) for c in _LINE_COLUMNS])
+        .table_valued(*[column(c.name, c.type) for c in _LINE_COLUMNS])
+        .render_derived(name="basket")
+    )
+    lined = insert(RedemptionLine).from_select(
+        ["redemption_id", *[c.name for c in _LINE_COLUMNS]],
+        select(redeemed.c.id, *[basket.c[c.name] for c in _LINE_COLUMNS]).select_from(
+            redeemed.join(basket, true())
+        ),
+    )
+    bucket = case(BUCKET_OF_REDEEMABLE_STATUS, value=taken.c.from_status)
+    writes = [
+        lined.cte("lined"),
+        insert_row(_EVENTS, "e_", source=redeemed).cte("revoked"),
+        insert_row(_LEDGER, "g_", computed={"from_bucket": bucket}, source=taken).cte("moved"),
+        insert_row(_AUDIT, "a_", source=redeemed).cte("audited"),
+    ]
+    return select(
+        guard.label("finished"), select(taken.c.from_status).scalar_subquery().label("from_status")
+    ).add_cte(*writes)
+
+
+PG_REDEEM = built_once(_pg_redeem(idempotent=False))
+PG_REDEEM_IDEMPOTENT = built_once(_pg_redeem(idempotent=True))
+
+SQLITE_COMPLETE = built_once(_complete_key())
+SQLITE_TAKE = built_once(
+    update(Voucher)
+    # A recycled voucher's value is back in its tier's pool: taking it again would spend it twice.
+    .where(
+        Voucher.id == bindparam("voucher_id"),
+        Voucher.status == bindparam("from_status"),
+        Voucher.expires_at > bindparam("at", type_=UTCDateTime),
+        Voucher.recycled_at.is_(None),
+    )
+    .values(status="redeemed", status_changed_at=_now)
 )
+SQLITE_REDEMPTION = built_once(insert_row(_REDEMPTIONS, "r_"))
+SQLITE_LINE = built_once(insert(RedemptionLine))
+SQLITE_EVENT = built_once(insert_row(_EVENTS, "e_"))
+SQLITE_MOVE = built_once(insert_row(_LEDGER, "g_"))
+SQLITE_AUDIT = built_once(insert_row(_AUDIT, "a_"))
 
 
 class Completion(NamedTuple):
@@ -253,7 +270,8 @@ class Completion(NamedTuple):
 
 
 class Written(NamedTuple):
-    """What the statement did: whether the key was completed, and the state the voucher was taken from."""
+    """What the write did: whether the key was completed, and the state the voucher was taken from
+    (None: it could not be taken)."""
 
     finished: bool
     from_status: str | None
@@ -261,50 +279,87 @@ class Written(NamedTuple):
 
 @dataclass(frozen=True)
 class RedemptionWrite:
-    """Everything one redemption writes."""
+    """Everything one redemption writes, as column values of the models (the ledger row without its
+    `from_bucket`, which follows from the state the voucher is taken from)."""
 
-    redemption: Redemption
-    lines: Sequence[RedemptionLine]
+    redemption: Mapping[str, Any]
+    lines: Sequence[Mapping[str, Any]]
+    event: Mapping[str, Any]
+    ledger: Mapping[str, Any]
+    audit: Mapping[str, Any]
     allowed: Sequence[str]
     now: dt.datetime
-    actor: str
-    audit_data: dict[str, Any]
     completion: Completion | None
 
 
-def write_redemption(s: Session, w: RedemptionWrite) -> Written:
-    """Run the one-statement redemption in the session's transaction (PostgreSQL only)."""
+def _params(w: RedemptionWrite) -> dict[str, Any]:
     r = w.redemption
     params: dict[str, Any] = {
-        "voucher_id": r.voucher_id,
-        "allowed": list(w.allowed),
-        "at": r.redeemed_at,
+        "voucher_id": r["voucher_id"],
+        "at": r["redeemed_at"],
         "now": w.now,
-        "redemption_id": r.id,
-        "program_id": r.program_id,
-        "merchant_id": r.merchant_id,
-        "order_id": r.order_id,
-        "channel": r.channel,
-        "terminal_id": r.terminal_id,
-        "order_total_fen": r.order_total_fen,
-        "eligible_total_fen": r.eligible_total_fen,
-        "discount_fen": r.discount_fen,
-        "receipt": r.receipt,
-        "source": r.source,
-        "actor": w.actor,
-        "lines": json.dumps([{f: getattr(x, f) for f in _LINE_FIELDS} for x in w.lines], ensure_ascii=False),
-        "audit_data": json.dumps(w.audit_data, ensure_ascii=False),
+        **row_params(_REDEMPTIONS, "r_", r),
+        **row_params(_EVENTS, "e_", w.event),
+        **row_params(_LEDGER, "g_", {**w.ledger, "from_bucket": None}),
+        **row_params(_AUDIT, "a_", w.audit),
     }
-    statement = PG_REDEEM
     if w.completion is not None:
         c = w.completion
-        statement = PG_REDEEM_IDEMPOTENT
         params.update(
             idem_merchant_id=c.merchant_id,
             idem_key=c.key,
-            locked_until=c.locked_until,
-            response_status=c.status,
-            response_body=c.body,
+            idem_locked_until=c.locked_until,
+            idem_status=c.status,
+            idem_body=c.body,
         )
-    row = s.connection().execute(statement, params).one()
-    return Written(bool(row.finished), row.from_status)
+    return params
+
+
+def write_redemption(s: Session, w: RedemptionWrite) -> Written:
+    """Write the redemption in the session's transaction: on PostgreSQL in one statement, on SQLite step
+    by step; raise AlreadyRedeemed when the unique index refuses it."""
+    params = _params(w)
+    conn = s.connection()
+    try:
+        if is_postgres(s):
+            lines = [row_params(_LINES, "", x) for x in w.lines]
+            params.update({f"l_{c.name}": [x[c.name] for x in lines] for c in _LINE_COLUMNS})
+            params["allowed"] = list(w.allowed)
+            statement = PG_REDEEM if w.completion is None else PG_REDEEM_IDEMPOTENT
+            row = conn.execute(statement, params).one()
+            return Written(bool(row.finished), row.from_status)
+        return _write_step_by_step(s, w, params)
+    except IntegrityError as exc:
+        if "uq_redemptions_active_voucher" not in str(exc.orig) and "redemptions.voucher_id" not in str(
+            exc.orig
+        ):
+            raise
+        raise AlreadyRedeemed() from None
+
+
+def _write_step_by_step(s: Session, w: RedemptionWrite, params: dict[str, Any]) -> Written:
+    conn = s.connection()
+    if w.completion is not None:  # first: a lost lease stops us before any effect
+        if _rowcount(conn.execute(SQLITE_COMPLETE, params)) != 1:
+            return Written(False, None)
+    from_status = next(
+        (
+            status
+            for status in w.allowed
+            if _rowcount(conn.execute(SQLITE_TAKE, {**params, "from_status": status})) == 1
+        ),
+        None,
+    )
+    if from_status is None:
+        return Written(True, None)
+    conn.execute(SQLITE_REDEMPTION, params)
+    conn.execute(SQLITE_LINE, [row_params(_LINES, "", x) for x in w.lines])
+    conn.execute(SQLITE_EVENT, params)
+    conn.execute(SQLITE_MOVE, {**params, "g_from_bucket": BUCKET_OF_REDEEMABLE_STATUS[from_status]})
+    conn.execute(SQLITE_AUDIT, params)
+    return Written(True, from_status)
+
+
+def _rowcount(result: Any) -> int:
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)

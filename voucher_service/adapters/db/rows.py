@@ -1,0 +1,81 @@
+"""Core statements built from the models' tables, so no column list of a model is written by hand.
+
+A row of a model is one bind parameter per column, named `<prefix><column>` and typed as the column;
+`insert_row` inserts such a row with INSERT ... SELECT, either on its own (SQLite's step-by-step write)
+or once per row of a CTE (PostgreSQL's one-statement write), from the same parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from sqlalchemy import Column, ColumnElement, FromClause, Table, bindparam, insert, select
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
+
+
+def table_of(model: Any) -> Table:
+    """A mapped model's table."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+def columns(table: Table) -> list[Column[Any]]:
+    """The columns a write supplies: every one but a database-assigned (autoincrement) key."""
+    auto = table.autoincrement_column
+    return [c for c in table.columns if c is not auto]
+
+
+def row_params(table: Table, prefix: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Bind parameters for one row: `values` by column name, a column's scalar default where absent."""
+    known = {c.name for c in columns(table)}
+    unknown = set(values) - known
+    if unknown:
+        raise KeyError(f"{table.name} has no column(s) {sorted(unknown)}")
+    out: dict[str, Any] = {}
+    for c in columns(table):
+        value = values.get(c.name)
+        default = c.default
+        if value is None and isinstance(default, ScalarElementColumnDefault):
+            value = default.arg
+        out[prefix + c.name] = value
+    return out
+
+
+def param(table: Table, prefix: str, name: str) -> ColumnElement[Any]:
+    """The bind parameter that stands for one column of a row."""
+    return bindparam(prefix + name, type_=table.c[name].type)
+
+
+def insert_row(
+    table: Table,
+    prefix: str,
+    *,
+    computed: Mapping[str, ColumnElement[Any]] | None = None,
+    source: FromClause | None = None,
+    insert_of: Callable[[Table], Any] = insert,
+) -> Any:
+    """INSERT one row of bind parameters (some columns `computed` in SQL instead), once per row of
+    `source` when given (nothing when it is empty)."""
+    computed = computed or {}
+    cols = columns(table)
+    chosen = select(*[computed.get(c.name, param(table, prefix, c.name)) for c in cols])
+    if source is not None:
+        chosen = chosen.select_from(source)
+    return insert_of(table).from_select([c.name for c in cols], chosen)
+
+
+S = TypeVar("S")
+
+
+def built_once(statement: S) -> S:
+    """A statement built once at import, its cache key computed once too.
+
+    SQLAlchemy finds a statement's compiled form by its cache key, which it otherwise recomputes on
+    every execution by walking the whole statement: ~0.3-2.6 ms of CPU for the CTE statements here,
+    more than the database's own work. The key of a statement that never changes never changes either.
+    Never derive another statement from the result (a generative copy would inherit this key)."""
+    key = statement._generate_cache_key()  # type: ignore[attr-defined]
+    statement._generate_cache_key = lambda: key  # type: ignore[attr-defined]
+    return statement
