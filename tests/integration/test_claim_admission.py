@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +20,7 @@ from tests.helpers import Admin, MerchantCaller, consumer_headers, merchant_head
 from voucher_service import create_app
 from voucher_service.adapters.redis_store import RedisStore
 from voucher_service.config import Settings
+from voucher_service.services import admission
 from voucher_service.services.credentials import create_admin_token
 
 PHONE = "13800138000"
@@ -46,8 +49,16 @@ def _world(settings: Settings) -> Iterator[World]:
 
 
 @pytest.fixture(params=["memory", "redis"])
-def world(request: pytest.FixtureRequest, sqlite_settings: Settings) -> Iterator[World]:
-    """SQLite with the in-process store, then with the shared Redis."""
+def world(
+    request: pytest.FixtureRequest, sqlite_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[World]:
+    """SQLite with the in-process store, then with the shared Redis.
+
+    The rate limits count in fixed windows of the wall clock: the tests hold it one second into a day, so
+    that no window ends between the claims a test counts (a loaded machine can take a minute over them).
+    """
+    frozen = int(time.time()) // 86400 * 86400 + 1
+    monkeypatch.setattr(admission, "time", types.SimpleNamespace(time=lambda: frozen))
     redis_url = REDIS_URL if request.param == "redis" else None
     yield from _world(dataclasses.replace(sqlite_settings, redis_url=redis_url))
 
