@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ASSETS_STAMP := voucher_service/web/static/vendor/.installed
+# Two pytest-xdist workers: the end-to-end tests on one, the browser tests on one, the rest spread.
+TEST_WORKERS ?= 2
 PGURL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 export VOUCHER_TEST_PG_ADMIN_URL ?= $(PGURL)
 export VOUCHER_TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
@@ -43,7 +45,7 @@ run: demo-db
 	$(VENV)/bin/gunicorn --workers $(WORKERS) --threads 8 --bind 0.0.0.0:8000 --access-logfile - 'voucher_service:create_app()'
 
 test: install services lint
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup
 
 lint: install
 	$(VENV)/bin/ruff check voucher_service merchant_sdk scripts tests benchmarks

@@ -191,3 +191,16 @@ def admin(app: Any) -> Admin:
 def pg_admin(pg_app: Any) -> Admin:
     token = create_admin_token(pg_app.extensions["voucher"], "tester")
     return Admin(pg_app.test_client(), token)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The browser tests are slow tests (a `pytestmark` in a conftest.py marks nothing). Under pytest-xdist
+    (`make test` runs two workers), the end-to-end tests, which start whole servers on fixed port ranges,
+    all run on one worker, and the browser tests, which share one live server and Chromium, on one."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "browser" in parts:
+            item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.xdist_group("browser"))
+        elif "e2e" in parts:
+            item.add_marker(pytest.mark.xdist_group("e2e"))

@@ -46,7 +46,6 @@ VIEWPORTS = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1280, 
 LOCALES = {"zh": ("zh-CN", "zh-CN,zh;q=0.9"), "en": ("en-US", "en-US,en;q=0.9")}
 
 playwright_api = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.slow
 
 
 @dataclass
