@@ -68,9 +68,12 @@ def gunicorn_server(
     startup_timeout_s: float = 60.0,
     log_path: Path | None = None,
     extra_args: tuple[str, ...] = (),
+    port: int | None = None,
 ) -> Iterator[str]:
-    """Start `gunicorn 'voucher_service:create_app()'` with `env` added; yield its base URL."""
-    port = free_port()
+    """Start `gunicorn 'voucher_service:create_app()'` with `env` added; yield its base URL.
+
+    `port`: a port to bind (e.g. from a range a run was given); a free one by default."""
+    port = port or free_port()
     base_url = f"http://127.0.0.1:{port}"
     # Only the given VOUCHER_* variables: a developer's own configuration must not leak into the server.
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("VOUCHER_")} | dict(env)
