@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import json
 import os
 import subprocess
 import sys
@@ -88,12 +87,16 @@ def native_statement(sales: list[Sale], path: Path, error: str = "") -> None:
         )
     plain = [i for i, s in enumerate(rows) if s.offline_status in ("", "accepted") and not s.returned]
     if error == "extra":
-        lines.append(f"X-{uuid.uuid4().hex[:10]},{uuid.uuid4()},{rows[0].redeemed_at},2000,redeemed,9170,offline,\n")
+        lines.append(
+            f"X-{uuid.uuid4().hex[:10]},{uuid.uuid4()},{rows[0].redeemed_at},2000,redeemed,9170,offline,\n"
+        )
     elif error == "dropped" and plain:
         del lines[plain[0]]
     elif error == "amount" and plain:
         s = rows[plain[0]]
-        lines[plain[0]] = lines[plain[0]].replace(f",{s.discount_fen},redeemed,", f",{s.discount_fen + 100},redeemed,")
+        lines[plain[0]] = lines[plain[0]].replace(
+            f",{s.discount_fen},redeemed,", f",{s.discount_fen + 100},redeemed,"
+        )
     path.write_text(NATIVE_HEADER + "".join(lines), encoding="utf-8")
 
 
@@ -201,15 +204,21 @@ def admin_phases(run: Run, ctx: ServiceContext, settings: Settings, meters: Mete
     with meters.phase("settle", "runs") as row:
         settled = [settle_run(later, r.run_id, "cli:seed") for _, r in runs if not r.error]
         row["count"] = len(settled)
-        row["notes"] = [f"{sum(s['redemptions'] for s in settled)} redemptions paid, "
-                        f"{sum(s['payable_fen'] for s in settled)} fen"]
+        row["notes"] = [
+            f"{sum(s['redemptions'] for s in settled)} redemptions paid, "
+            f"{sum(s['payable_fen'] for s in settled)} fen"
+        ]
     run.reconciled = runs
     run.settled = settled
     with meters.phase("audit", "commands") as row:
         env = {**os.environ, **settings_env(settings)}
         proc = subprocess.run(
             [sys.executable, str(ROOT / "scripts" / "audit.py"), "--program", run.program_id],
-            env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=600,
+            env=env,
+            cwd=str(ROOT),
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         row["count"] = 1
         row["notes"] = [f"voucher-admin audit exit {proc.returncode}"] + proc.stdout.strip().splitlines()
@@ -235,68 +244,113 @@ def check_invariants(run: Run, ctx: ServiceContext) -> None:
 
     b = program_books(ctx, pid)
     led = b.ledger
+    run.books = {"budget_fen": b.budget_fen, "ledger": dict(led), "state": dict(b.state)}
     issued = led["outstanding"] + led["redeemed"] + led["expired"] + led["void"]
     unissued = led["unallocated"] + led["unclaimed"]
     expect("audit command", run.audit_exit == 0, f"voucher-admin audit exit {run.audit_exit}")
     expect(
         "budget identity",
         sum(led.values()) == b.budget_fen == plan.budget_fen and not b.problems,
-        f"budget {b.budget_fen} = " + " + ".join(f"{k} {v}" for k, v in led.items())
+        f"budget {b.budget_fen} = "
+        + " + ".join(f"{k} {v}" for k, v in led.items())
         + (f"; problems {b.problems}" if b.problems else ""),
     )
-    expect("issued + unissued = budget", issued + unissued == plan.budget_fen,
-           f"issued {issued} + unissued {unissued} = {issued + unissued} (budget {plan.budget_fen})")
+    expect(
+        "issued + unissued = budget",
+        issued + unissued == plan.budget_fen,
+        f"issued {issued} + unissued {unissued} = {issued + unissued} (budget {plan.budget_fen})",
+    )
     expect("ledger = state", b.ledger == b.state, f"state {b.state}")
 
     claims, claimed_fen = _one(
-        ctx, "SELECT count(*), coalesce(sum(amount_fen), 0) FROM ledger_entries WHERE program_id = :p "
-        "AND kind = 'claim'", p=pid)
+        ctx,
+        "SELECT count(*), coalesce(sum(amount_fen), 0) FROM ledger_entries WHERE program_id = :p "
+        "AND kind = 'claim'",
+        p=pid,
+    )
     client_fen = sum(v.face_fen for v in run.vouchers)
-    expect("claims = 201s = tiers", claims == len(run.vouchers) == plan.t50 + plan.t20
-           and claimed_fen == client_fen == plan.budget_fen,
-           f"{claims} claim movements ({claimed_fen} fen), {len(run.vouchers)} answered 201 "
-           f"({client_fen} fen), tiers {plan.t50} + {plan.t20}")
+    expect(
+        "claims = 201s = tiers",
+        claims == len(run.vouchers) == plan.t50 + plan.t20 and claimed_fen == client_fen == plan.budget_fen,
+        f"{claims} claim movements ({claimed_fen} fen), {len(run.vouchers)} answered 201 "
+        f"({client_fen} fen), tiers {plan.t50} + {plan.t20}",
+    )
     sold_out = run.claim_statuses.get("409:tier_sold_out", 0)
     limited = run.claim_statuses.get("409:claim_limit_reached", 0)
-    expect("every claim attempt answered", sum(run.claim_statuses.values()) == 2 * plan.residents
-           + sum(1 for v in run.vouchers if v.tier == "T50") and claims + sold_out + limited
-           == sum(run.claim_statuses.values()), f"{dict(run.claim_statuses)}")
+    expect(
+        "every claim attempt answered",
+        sum(run.claim_statuses.values())
+        == 2 * plan.residents + sum(1 for v in run.vouchers if v.tier == "T50") + run.probe
+        and claims + sold_out + limited == sum(run.claim_statuses.values()),
+        f"{dict(run.claim_statuses)}",
+    )
 
     active, active_fen = _one(
-        ctx, "SELECT count(*), coalesce(sum(discount_fen), 0) FROM redemptions WHERE program_id = :p "
-        "AND status = 'active'", p=pid)
+        ctx,
+        "SELECT count(*), coalesce(sum(discount_fen), 0) FROM redemptions WHERE program_id = :p "
+        "AND status = 'active'",
+        p=pid,
+    )
     online = [s for s in run.sales if not s.offline_status]
     full = sum(1 for s in online if s.returned == "full")
     accepted = sum(1 for s in run.sales if s.offline_status == "accepted")
-    expect("active redemptions = 201s - full returns + accepted till records",
-           active == len(online) - full + accepted,
-           f"{active} active; {len(online)} online 201s - {full} full returns + {accepted} accepted offline")
-    expect("redeemed bucket = active discounts", led["redeemed"] == active_fen == b.redemptions_fen,
-           f"redeemed {led['redeemed']} fen, active redemptions {active_fen} fen")
-    (twice,) = _one(ctx, "SELECT count(*) FROM (SELECT voucher_id FROM redemptions WHERE program_id = :p "
-                    "AND status = 'active' GROUP BY voucher_id HAVING count(*) > 1) x", p=pid)
+    expect(
+        "active redemptions = 201s - full returns + accepted till records",
+        active == len(online) - full + accepted,
+        f"{active} active; {len(online)} online 201s - {full} full returns + {accepted} accepted offline",
+    )
+    expect(
+        "redeemed bucket = active discounts",
+        led["redeemed"] == active_fen == b.redemptions_fen,
+        f"redeemed {led['redeemed']} fen, active redemptions {active_fen} fen",
+    )
+    (twice,) = _one(
+        ctx,
+        "SELECT count(*) FROM (SELECT voucher_id FROM redemptions WHERE program_id = :p "
+        "AND status = 'active' GROUP BY voucher_id HAVING count(*) > 1) x",
+        p=pid,
+    )
     expect("no voucher redeemed twice", twice == 0, f"{twice} vouchers with two active redemptions")
     conflicts = run.offline_statuses.get("conflict", 0)
-    expect("double spends caught by the sync", conflicts == run.planned_double_spends,
-           f"{conflicts} conflicts for {run.planned_double_spends} planned; verdicts {dict(run.offline_statuses)}")
+    expect(
+        "double spends caught by the sync",
+        conflicts == run.planned_double_spends,
+        f"{conflicts} conflicts for {run.planned_double_spends} planned; verdicts {dict(run.offline_statuses)}",
+    )
 
     e = run.expiry
-    expect("every unspent voucher expired and recycled",
-           e["expired"] == e["issued_before"] == e["recycled"] and e["expired_fen"] == e["recycled_fen"],
-           f"issued {e['issued_before']}, expired {e['expired']}, recycled {e['recycled']}")
+    expect(
+        "every unspent voucher expired and recycled",
+        e["expired"] == e["issued_before"] == e["recycled"] and e["expired_fen"] == e["recycled_fen"],
+        f"issued {e['issued_before']}, expired {e['expired']}, recycled {e['recycled']}",
+    )
 
-    settled, settled_fen = _one(ctx, "SELECT count(*), coalesce(sum(x.discount_fen), 0) FROM "
-                                "settled_redemptions x JOIN redemptions r ON r.id = x.redemption_id "
-                                "WHERE r.program_id = :p AND r.status = 'active'", p=pid)
+    settled, settled_fen = _one(
+        ctx,
+        "SELECT count(*), coalesce(sum(x.discount_fen), 0) FROM "
+        "settled_redemptions x JOIN redemptions r ON r.id = x.redemption_id "
+        "WHERE r.program_id = :p AND r.status = 'active'",
+        p=pid,
+    )
     payable = sum(s["payable_fen"] for s in run.settled)
-    unsettled, unsettled_fen = _one(ctx, "SELECT count(*), coalesce(sum(discount_fen), 0) FROM redemptions r "
-                                    "WHERE program_id = :p AND status = 'active' AND NOT EXISTS (SELECT 1 "
-                                    "FROM settled_redemptions x WHERE x.redemption_id = r.id)", p=pid)
-    expect("settled = payable of the runs", settled_fen == payable, f"settled {settled} ({settled_fen} fen), "
-           f"runs' payable {payable} fen")
-    expect("redeemed = settled + held/unclaimed", led["redeemed"] == settled_fen + unsettled_fen
-           and unsettled == 2, f"{led['redeemed']} = {settled_fen} settled + {unsettled_fen} not paid "
-           f"({unsettled} redemptions: the dropped line and the wrong amount)")
+    unsettled, unsettled_fen = _one(
+        ctx,
+        "SELECT count(*), coalesce(sum(discount_fen), 0) FROM redemptions r "
+        "WHERE program_id = :p AND status = 'active' AND NOT EXISTS (SELECT 1 "
+        "FROM settled_redemptions x WHERE x.redemption_id = r.id)",
+        p=pid,
+    )
+    expect(
+        "settled = payable of the runs",
+        settled_fen == payable,
+        f"settled {settled} ({settled_fen} fen), runs' payable {payable} fen",
+    )
+    expect(
+        "redeemed = settled + held/unclaimed",
+        led["redeemed"] == settled_fen + unsettled_fen and unsettled == 2,
+        f"{led['redeemed']} = {settled_fen} settled + {unsettled_fen} not paid "
+        f"({unsettled} redemptions: the dropped line and the wrong amount)",
+    )
     errors = {k: n for phase in run.statuses.values() for k, n in phase.items() if k[0] == "5"}
     errors.update({k: n for k, n in run.claim_statuses.items() if k[0] == "5"})
     expect("no 5xx", not errors, f"{errors or 'none'}")
@@ -308,25 +362,35 @@ def check_invariants(run: Run, ctx: ServiceContext) -> None:
 def table_sizes(ctx: ServiceContext, vouchers: int) -> list[dict[str, Any]]:
     """Every table's rows, heap, indexes and total (with TOAST) bytes, and each index's bytes."""
     with ctx.engine.connect() as conn:
-        tables = conn.execute(text(
-            "SELECT c.relname, pg_relation_size(c.oid), pg_indexes_size(c.oid), pg_total_relation_size(c.oid) "
-            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY pg_total_relation_size(c.oid) DESC"
-        )).all()
-        indexes = conn.execute(text(
-            "SELECT t.relname, i.relname, pg_relation_size(i.oid) FROM pg_index x "
-            "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid "
-            "JOIN pg_namespace n ON n.oid = t.relnamespace WHERE n.nspname = 'public' "
-            "ORDER BY pg_relation_size(i.oid) DESC"
-        )).all()
+        tables = conn.execute(
+            text(
+                "SELECT c.relname, pg_relation_size(c.oid), pg_indexes_size(c.oid), pg_total_relation_size(c.oid) "
+                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY pg_total_relation_size(c.oid) DESC"
+            )
+        ).all()
+        indexes = conn.execute(
+            text(
+                "SELECT t.relname, i.relname, pg_relation_size(i.oid) FROM pg_index x "
+                "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid "
+                "JOIN pg_namespace n ON n.oid = t.relnamespace WHERE n.nspname = 'public' "
+                "ORDER BY pg_relation_size(i.oid) DESC"
+            )
+        ).all()
         out = []
         for name, heap, idx, total in tables:
             rows = conn.scalar(text(f'SELECT count(*) FROM "{name}"'))
-            out.append({
-                "table": name, "rows": rows, "heap": heap, "indexes": idx, "total": total,
-                "per_voucher": round(total / vouchers, 1),
-                "index_list": [(i, size) for t, i, size in indexes if t == name],
-            })
+            out.append(
+                {
+                    "table": name,
+                    "rows": rows,
+                    "heap": heap,
+                    "indexes": idx,
+                    "total": total,
+                    "per_voucher": round(total / vouchers, 1),
+                    "index_list": [(i, size) for t, i, size in indexes if t == name],
+                }
+            )
     return out
 
 
@@ -337,21 +401,27 @@ def print_report(run: Run, sizes: list[dict[str, Any]], total_s: float) -> None:
     """The phases, the per-operation costs, the table sizes and the invariants."""
     n = run.plan.t50 + run.plan.t20
     print("\n== phases ==")
-    print(f"{'phase':<12} {'count':>10} {'seconds':>8} {'per s':>8}  CPU ms/op: gunicorn postgres  redis client")
+    print(
+        f"{'phase':<12} {'count':>10} {'seconds':>8} {'per s':>8}  CPU ms/op: gunicorn postgres  redis client"
+    )
     for p in run.phases:
         c = p["count"] or 1
         cpu = p["cpu_s"]
-        print(f"{p['phase']:<12} {p['count']:>10,} {p['seconds']:>8.1f} {p['count'] / p['seconds']:>8,.0f}  "
-              f"{' ' * 10}{1000 * cpu['gunicorn'] / c:>8.3f} {1000 * cpu['postgres'] / c:>8.3f} "
-              f"{1000 * cpu['redis'] / c:>6.3f} {1000 * cpu['client'] / c:>6.3f}")
+        print(
+            f"{p['phase']:<12} {p['count']:>10,} {p['seconds']:>8.1f} {p['count'] / p['seconds']:>8,.0f}  "
+            f"{' ' * 10}{1000 * cpu['gunicorn'] / c:>8.3f} {1000 * cpu['postgres'] / c:>8.3f} "
+            f"{1000 * cpu['redis'] / c:>6.3f} {1000 * cpu['client'] / c:>6.3f}"
+        )
     print(f"total {total_s:.1f} s ({total_s / 60:.1f} min)")
     print(f"\n== table sizes after the run (bytes per voucher of the programme's {n:,}) ==")
     print(f"{'table':<26} {'rows':>10} {'heap':>12} {'indexes':>12} {'total':>12} {'B/voucher':>10}")
     for t in sizes:
         if t["total"] <= 16384 and t["rows"] < 100:
             continue
-        print(f"{t['table']:<26} {t['rows']:>10,} {t['heap']:>12,} {t['indexes']:>12,} {t['total']:>12,} "
-              f"{t['per_voucher']:>10,.1f}")
+        print(
+            f"{t['table']:<26} {t['rows']:>10,} {t['heap']:>12,} {t['indexes']:>12,} {t['total']:>12,} "
+            f"{t['per_voucher']:>10,.1f}"
+        )
         for name, size in t["index_list"]:
             print(f"    index {name:<38} {size:>12,} {size / n:>10,.1f}")
     total = sum(t["total"] for t in sizes)
@@ -368,13 +438,14 @@ def figures(run: Run, sizes: list[dict[str, Any]], total_s: float, ok: bool) -> 
         "ok": ok,
         "total_s": round(total_s, 1),
         "phases": [
-            {k: p[k] for k in ("phase", "unit", "count", "cpu_s", "machine")} | {"seconds": round(p["seconds"], 2)}
+            {k: p.get(k) for k in ("phase", "unit", "count", "cpu_s", "db", "machine")}
+            | {"seconds": round(p["seconds"], 2)}
             for p in run.phases
         ],
         "sizes": [{k: t[k] for k in ("table", "rows", "heap", "indexes", "total")} for t in sizes],
         "invariants": {name: passed for name, passed, _ in run.invariants},
+        "books": run.books,
+        "audit_exit": run.audit_exit,
+        "claims": dict(run.claim_statuses),
+        "offline": dict(run.offline_statuses),
     }
-
-
-def dump(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False)

@@ -39,8 +39,6 @@ import json
 import os
 import platform as host_platform
 import random
-import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -81,6 +79,7 @@ from voucher_service.services.context import ServiceContext  # noqa: E402
 from voucher_service.services.demo import demo_spec  # noqa: E402
 from voucher_service.services.keys import ensure_signing_keys  # noqa: E402
 
+DB_STATS = ("commits", "rollbacks", "inserted", "updated", "deleted", "fetched", "blks_read", "blks_hit")
 GUNICORN_PORTS = range(8900, 8940)
 REDIS_PORTS = range(8940, 8950)
 UNCERTIFIED_GTIN = with_check_digit("697000000000")
@@ -165,6 +164,8 @@ class Run:
     reconciled: list[Any] = field(default_factory=list)
     settled: list[dict[str, Any]] = field(default_factory=list)
     audit_exit: int = -1
+    probe: int = 0
+    books: dict[str, Any] = field(default_factory=dict)
     phases: list[dict[str, Any]] = field(default_factory=list)
     invariants: list[tuple[str, bool, str]] = field(default_factory=list)
 
@@ -205,8 +206,21 @@ def own_redis(tmp: Path) -> Iterator[tuple[str, int]]:
     """A Redis server of this run alone (no persistence) on a port of 8940-8949: its CPU is ours."""
     port = port_in(REDIS_PORTS)
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp), "--maxmemory-policy", "noeviction"],
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+            "--maxmemory-policy",
+            "noeviction",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -256,17 +270,33 @@ class Meters:
                 conn.scalars(text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": self.db_name})
             )
 
+    def _db_stats(self) -> dict[str, int]:
+        # This database's own counters (the server is shared: its WAL and bgwriter figures are not ours).
+        with self.admin.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted, tup_fetched, "
+                    "blks_read, blks_hit FROM pg_stat_database WHERE datname = :d"
+                ),
+                {"d": self.db_name},
+            ).one()
+        return dict(zip(DB_STATS, (int(x) for x in row), strict=True))
+
     @contextlib.contextmanager
     def phase(self, name: str, unit: str) -> Iterator[dict[str, Any]]:
         """Time a phase; the body sets row['count'] (operations done) and may add notes."""
         row: dict[str, Any] = {"phase": name, "unit": unit, "count": 0}
         cpu, machine = CpuMeter(self.groups).start(), MachineMeter()
+        db0 = self._db_stats()
         t0 = time.monotonic()
         try:
             yield row
         finally:
             row["seconds"] = time.monotonic() - t0
             cpu.stop()
+            time.sleep(0.6)  # backends report their counters at most every 500 ms
+            db1 = self._db_stats()
+            row["db"] = {k: db1[k] - db0[k] for k in DB_STATS}
             row["cpu_s"] = {k: round(v, 2) for k, v in cpu.seconds.items()}
             row["machine"] = {k: round(v, 2) for k, v in machine.read().items()}
             self.run.phases.append(row)
@@ -286,6 +316,14 @@ def print_phase(row: dict[str, Any]) -> None:
         f"load {m['load1']:.1f}, steal {m['steal_pct']:.1f} %, busy {m['busy_pct']:.0f} %",
         flush=True,
     )
+    if n and row.get("db"):
+        d = row["db"]
+        print(
+            f"    PostgreSQL per op: {d['commits'] / n:.2f} commits, {d['inserted'] / n:.2f} rows inserted, "
+            f"{d['updated'] / n:.2f} updated, {(d['blks_hit'] + d['blks_read']) / n:.0f} buffer reads "
+            f"({d['blks_read'] / n:.2f} from disk)",
+            flush=True,
+        )
     for note in row.get("notes", []):
         print(f"    {note}", flush=True)
 
@@ -333,8 +371,10 @@ def phone(resident: int) -> str:
 def wallet_logins(run: Run, host: str, port: int, outbox: Path, connections: int) -> dict[int, str]:
     """The wallet residents ask for a code (SMS outbox) and open a session; return their tokens."""
     residents = range(run.plan.wallet)
-    otp = [bearer_request(host, "POST", "/api/v1/consumer/otp", json.dumps({"phone": phone(r)}).encode(), None)
-           for r in residents]
+    otp = [
+        bearer_request(host, "POST", "/api/v1/consumer/otp", json.dumps({"phone": phone(r)}).encode(), None)
+        for r in residents
+    ]
     sent = run_requests(host, port, otp, connections)
     codes = {}
     for line in outbox.read_text(encoding="utf-8").splitlines():
@@ -458,8 +498,18 @@ def till_sales(run: Run, tills: list[OfflineTerminal], work: list[list[Voucher]]
                 except VoucherError as exc:
                     run.offline_statuses[f"refused:{exc.code}"] += 1
                     break
-                sale = Sale(k, order_id, v.voucher_id, v.tier, rec.redeemed_at, rec.discount_fen,
-                            rec.order_total_fen, "offline", till.terminal_id, offline_status="pending")
+                sale = Sale(
+                    k,
+                    order_id,
+                    v.voucher_id,
+                    v.tier,
+                    rec.redeemed_at,
+                    rec.discount_fen,
+                    rec.order_total_fen,
+                    "offline",
+                    till.terminal_id,
+                    offline_status="pending",
+                )
                 run.sales.append(sale)
                 run.till_sales[(till.terminal_id, order_id)] = sale
                 done += 1
@@ -484,7 +534,9 @@ def sync_tills(run: Run, tills: list[OfflineTerminal]) -> int:
     return sum(run.offline_statuses.values()) - before
 
 
-def online_sales(run: Run, host: str, port: int, work: list[tuple[Voucher, int]], connections: int) -> Outcome:
+def online_sales(
+    run: Run, host: str, port: int, work: list[tuple[Voucher, int]], connections: int
+) -> Outcome:
     """POST /redemptions for every online sale: shops at their tills (online), platforms online."""
     path = "/api/v1/redemptions"
     planned: list[Sale] = []
@@ -493,8 +545,17 @@ def online_sales(run: Run, host: str, port: int, work: list[tuple[Voucher, int]]
         items = basket(run, v.tier, n)
         shop = m < len(run.shops)
         planned.append(
-            Sale(m, f"M{m:03d}-{n:07d}", v.voucher_id, v.tier, "", 0, order_total(items),
-                 "offline" if shop else "online", f"till-{m:03d}" if shop else None)
+            Sale(
+                m,
+                f"M{m:03d}-{n:07d}",
+                v.voucher_id,
+                v.tier,
+                "",
+                0,
+                order_total(items),
+                "offline" if shop else "online",
+                f"till-{m:03d}" if shop else None,
+            )
         )
         items_of.append(items)
     merchants_ = run.merchants
@@ -503,18 +564,27 @@ def online_sales(run: Run, host: str, port: int, work: list[tuple[Voucher, int]]
     def build(i: int) -> bytes:
         sale, mer = planned[i], merchants_[planned[i].merchant]
         body = json.dumps(
-            {"token": tokens[sale.voucher_id], "order_id": sale.order_id, "channel": sale.channel,
-             "terminal_id": sale.terminal_id, "items": items_of[i]}
+            {
+                "token": tokens[sale.voucher_id],
+                "order_id": sale.order_id,
+                "channel": sale.channel,
+                "terminal_id": sale.terminal_id,
+                "items": items_of[i],
+            }
         ).encode()
-        return signed_request(host, "POST", path, body, mer["id"], mer["api_secret"],
-                              f"Idempotency-Key: {uuid.uuid4().hex}\r\n")
+        return signed_request(
+            host, "POST", path, body, mer["id"], mer["api_secret"], f"Idempotency-Key: {uuid.uuid4().hex}\r\n"
+        )
 
     out = run_signed_batches(host, port, len(planned), build, connections=connections)
     for sale, ans in zip(planned, out.answers, strict=True):
         if ans.status == 201:
             r = ans.json()
             sale.redemption_id, sale.redeemed_at, sale.discount_fen = (
-                r["redemption_id"], r["redeemed_at"], r["discount_fen"])
+                r["redemption_id"],
+                r["redeemed_at"],
+                r["discount_fen"],
+            )
             run.sales.append(sale)
     return out
 
@@ -529,11 +599,14 @@ def returns(run: Run, host: str, port: int, rng: random.Random, connections: int
 
     def build(i: int) -> bytes:
         s = chosen[i]
-        body = json.dumps({"lines": [{"index": 2, "quantity": 1}]} if s.returned == "partial" else {}).encode()
+        body = json.dumps(
+            {"lines": [{"index": 2, "quantity": 1}]} if s.returned == "partial" else {}
+        ).encode()
         path = f"/api/v1/redemptions/{s.redemption_id}/reversals"
         m = merchants_[s.merchant]
-        return signed_request(host, "POST", path, body, m["id"], m["api_secret"],
-                              f"Idempotency-Key: {uuid.uuid4().hex}\r\n")
+        return signed_request(
+            host, "POST", path, body, m["id"], m["api_secret"], f"Idempotency-Key: {uuid.uuid4().hex}\r\n"
+        )
 
     out = run_signed_batches(host, port, len(chosen), build, connections=connections)
     for s, ans in zip(chosen, out.answers, strict=True):
@@ -559,9 +632,7 @@ def serve_phases(run: Run, settings: Settings, meters: Meters, args: argparse.Na
     rng = random.Random(12)
     plan = run.plan
     outbox = settings.var_dir / "sms-outbox.jsonl"
-    env = settings_env(
-        settings, VOUCHER_CLAIM_RATE_PER_MINUTE=str(10**9), VOUCHER_SMS_OUTBOX=str(outbox)
-    )
+    env = settings_env(settings, VOUCHER_CLAIM_RATE_PER_MINUTE=str(10**9), VOUCHER_SMS_OUTBOX=str(outbox))
     port = port_in(GUNICORN_PORTS)
     with gunicorn_server(
         env, workers=args.workers, threads=args.threads, log_path=tmp / "gunicorn.log", port=port
@@ -588,13 +659,21 @@ def serve_phases(run: Run, settings: Settings, meters: Meters, args: argparse.Na
             out = rush(run, host, port, "T20", attempts, sessions, conns)
             row["count"], row["notes"] = len(attempts), http_notes(out)
 
+        with meters.phase("sold out", "attempts") as row:
+            # Both tiers are gone: a pure measure of the Redis gate's refusal (no database).
+            probe = rng.sample(residents, max(50, len(residents) // 10))
+            out = rush(run, host, port, "T50", probe, {}, conns)
+            row["count"], row["notes"] = len(probe), http_notes(out)
+            run.probe = len(probe)
         work = assign(run, rng)
         run.planned_double_spends = work.planned_double_spends
         with meters.phase("tills", "till sales") as row:
             tills = open_tills(run, base_url, tmp)
             row["count"] = till_sales(run, tills, work.tills)
-            row["notes"] = [f"{len(tills)} tills refreshed then offline; {run.mid_day_syncs} mid-day syncs; "
-                            f"refused {dict(run.offline_statuses)}"]
+            row["notes"] = [
+                f"{len(tills)} tills refreshed then offline; {run.mid_day_syncs} mid-day syncs; "
+                f"refused {dict(run.offline_statuses)}"
+            ]
         with meters.phase("redeem", "redemptions") as row:
             out = online_sales(run, host, port, work.online, conns)
             row["count"], row["notes"] = len(work.online), http_notes(out)
