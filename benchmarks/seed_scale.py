@@ -635,7 +635,12 @@ def serve_phases(run: Run, settings: Settings, meters: Meters, args: argparse.Na
     env = settings_env(settings, VOUCHER_CLAIM_RATE_PER_MINUTE=str(10**9), VOUCHER_SMS_OUTBOX=str(outbox))
     port = port_in(GUNICORN_PORTS)
     with gunicorn_server(
-        env, workers=args.workers, threads=args.threads, log_path=tmp / "gunicorn.log", port=port
+        env,
+        workers=args.workers,
+        threads=args.threads,
+        log_path=tmp / "gunicorn.log",
+        port=port,
+        startup_timeout_s=300.0,  # a loaded machine imports slowly
     ) as base_url:
         meters.gunicorn_port = port
         host = "127.0.0.1"  # the Host header and the address to connect to
