@@ -159,6 +159,7 @@ class Run:
     planned_double_spends: int = 0
     offline_statuses: Counter[str] = field(default_factory=Counter)
     till_sales: dict[tuple[str, str], Sale] = field(default_factory=dict)
+    till_and_online: set[str] = field(default_factory=set)
     mid_day_syncs: int = 0
     expiry: dict[str, Any] = field(default_factory=dict)
     reconciled: list[Any] = field(default_factory=list)
@@ -442,6 +443,7 @@ class Assignment:
     online: list[tuple[Voucher, int]]  # (voucher, merchant index into run.merchants)
     tills: list[list[Voucher]]  # per shop
     planned_double_spends: int
+    till_and_online: set[str]  # the double spends of one till and one online sale
 
 
 def assign(run: Run, rng: random.Random) -> Assignment:
@@ -467,7 +469,7 @@ def assign(run: Run, rng: random.Random) -> Assignment:
         tills[i % shops].append(v)
         tills[(i + 1) % shops].append(v)
     rng.shuffle(online)
-    return Assignment(online, tills, doubles)
+    return Assignment(online, tills, doubles, {v.voucher_id for v in double_part[:half]})
 
 
 def open_tills(run: Run, base_url: str, tmp: Path) -> list[OfflineTerminal]:
@@ -672,6 +674,7 @@ def serve_phases(run: Run, settings: Settings, meters: Meters, args: argparse.Na
             run.probe = len(probe)
         work = assign(run, rng)
         run.planned_double_spends = work.planned_double_spends
+        run.till_and_online = work.till_and_online
         with meters.phase("tills", "till sales") as row:
             tills = open_tills(run, base_url, tmp)
             row["count"] = till_sales(run, tills, work.tills)
