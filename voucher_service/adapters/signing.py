@@ -307,6 +307,9 @@ class KeyRing:
     """Keys loaded from the database: the active one signs, all published ones verify.
 
     Reloaded when a kid is not known or after `ttl` seconds, so a rotation in another process is seen.
+    A stale ring is reloaded by one thread while the others go on with the keys they have, and a private
+    key already decrypted is not decrypted again (its scrypt costs ~0.1 s of CPU: every thread of a
+    worker re-deriving it at once stalled the seed-scale rush).
     """
 
     def __init__(self, loader: Any, passphrase: str, ttl_s: float = 30.0) -> None:
@@ -314,30 +317,46 @@ class KeyRing:
         self._passphrase = passphrase
         self._ttl = dt.timedelta(seconds=ttl_s)
         self._lock = threading.Lock()
+        self._reloading = threading.Lock()
         self._keys: dict[str, LoadedKey] = {}
         self._active: LoadedKey | None = None
         self._loaded_at: dt.datetime | None = None
+        # (kid, encrypted blob) -> its private key; only the current active key's entry is kept.
+        self._decrypted: dict[tuple[str, bytes], ec.EllipticCurvePrivateKey] = {}
 
     def reload(self) -> None:
         """Read the keys again from the database."""
         rows = self._loader()
         keys: dict[str, LoadedKey] = {}
         active = None
+        decrypted = {}
         for row in rows:
             pub = public_key_from_jwk(row.public_jwk)
             loaded = LoadedKey(row.kid, b64url_decode(row.kid), pub, dict(row.public_jwk), row.status)
             if row.status == SigningKeyStatus.ACTIVE:
-                loaded.private_key = decrypt_private_key(row.private_key_pem, self._passphrase)
+                cache_key = (row.kid, bytes(row.private_key_pem))
+                private = self._decrypted.get(cache_key)
+                if private is None:
+                    private = decrypt_private_key(row.private_key_pem, self._passphrase)
+                decrypted[cache_key] = loaded.private_key = private
                 active = loaded
             keys[row.kid] = loaded
         with self._lock:
-            self._keys, self._active = keys, active
+            self._keys, self._active, self._decrypted = keys, active, decrypted
             self._loaded_at = dt.datetime.now(dt.UTC)
 
     def _fresh(self) -> None:
-        now = dt.datetime.now(dt.UTC)
-        if self._loaded_at is None or now - self._loaded_at > self._ttl:
-            self.reload()
+        loaded_at = self._loaded_at
+        if loaded_at is not None and dt.datetime.now(dt.UTC) - loaded_at <= self._ttl:
+            return
+        # Never loaded: wait for the one loading. Stale: one thread reloads, the others use what they have.
+        if not self._reloading.acquire(blocking=loaded_at is None):
+            return
+        try:
+            if self._loaded_at is loaded_at:  # nobody reloaded while this thread waited
+                self.reload()
+        finally:
+            self._reloading.release()
 
     def active(self) -> LoadedKey:
         """The key that signs now; raise RuntimeError when none is configured."""
