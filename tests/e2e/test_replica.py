@@ -71,9 +71,17 @@ def _reported(world: World) -> int:
     return in_report
 
 
-def _caught_up(ctx: Any) -> bool:
+def _caught_up(ctx: Any, since: float) -> bool:
+    """The replica is fresh and known to hold what the primary had at `since` (the freshness clock's time
+    after the writes the test waits for). A small lag alone is not enough: a primary position sampled just
+    before those writes may be the one the replica has replayed."""
     reads = ctx.replica_reads
-    return bool(reads.replica_fresh() and reads.lag_s() is not None and reads.lag_s() < 1)
+    lag = reads.lag_s()
+    return bool(reads.replica_fresh() and lag is not None and lag < 1 and reads.clock() - lag >= since)
+
+
+def _now(ctx: Any) -> float:
+    return float(ctx.replica_reads.clock())
 
 
 def test_reports_and_listings_read_the_replica_within_its_bound_and_the_primary_beyond_it(
@@ -81,7 +89,10 @@ def test_reports_and_listings_read_the_replica_within_its_bound_and_the_primary_
 ) -> None:
     app, ctx, world = service
     _redeem(world)
-    wait_until(lambda: _caught_up(ctx) and _reported(world) == 1, "the replica replaying the redemption")
+    since = _now(ctx)
+    wait_until(
+        lambda: _caught_up(ctx, since) and _reported(world) == 1, "the replica replaying the redemption"
+    )
 
     pair.sql(pair.replica_port, "SELECT pg_wal_replay_pause()")
     wait_until(
@@ -108,7 +119,8 @@ def test_reports_and_listings_read_the_replica_within_its_bound_and_the_primary_
     assert _reported(world) == 2
 
     pair.sql(pair.replica_port, "SELECT pg_wal_replay_resume()")
-    wait_until(lambda: _caught_up(ctx), "the replica catching up after replay resumed")
+    since = _now(ctx)
+    wait_until(lambda: _caught_up(ctx, since), "the replica catching up after replay resumed")
     assert _reported(world) == 2
 
     # /metrics says where those reads went and how far behind the replica may be.
@@ -125,7 +137,8 @@ def test_reads_go_to_the_primary_while_the_replica_is_down(
 ) -> None:
     _app, ctx, world = service
     _redeem(world)
-    wait_until(lambda: _caught_up(ctx), "the replica catching up")
+    since = _now(ctx)
+    wait_until(lambda: _caught_up(ctx, since), "the replica catching up")
     pair.stop_replica()
     try:
         assert not ctx.replica_reads.replica_fresh()
@@ -133,5 +146,6 @@ def test_reads_go_to_the_primary_while_the_replica_is_down(
         assert _reported(world) == 2
     finally:
         pair.start_replica()
-    wait_until(lambda: _caught_up(ctx), "the replica back and caught up", timeout_s=60)
+    since = _now(ctx)
+    wait_until(lambda: _caught_up(ctx, since), "the replica back and caught up", timeout_s=60)
     assert _reported(world) == 2
