@@ -153,12 +153,16 @@ class Env:
 
 class Lifecycle(RuleBasedStateMachine):
     env: Env  # set by the test before the machine runs
+    start: dt.datetime  # likewise: the service clock at the start of every example
 
     def __init__(self) -> None:
         super().__init__()
         env = self.env
         self.ctx = env.ctx
-        self.now = utcnow()  # then moved only by the machine's rules
+        # Every example starts at the same instant (then only the machine's rules move the clock): what
+        # the service decides by the clock must not differ between examples, or Hypothesis, replaying a
+        # choice sequence, finds other rules enabled (FlakyStrategyDefinition).
+        self.now = self.start
         self.ctx.clock = lambda: self.now
         self.admin = env.admin
         tiers = [
@@ -534,7 +538,8 @@ def _env(tmp_path: Path, database_url: str, redis_url: str | None) -> Iterator[E
 
 
 def _run(env: Env, max_examples: int, steps: int) -> None:
-    machine = type("LifecycleMachine", (Lifecycle,), {"env": env})
+    start = utcnow().replace(microsecond=0)
+    machine = type("LifecycleMachine", (Lifecycle,), {"env": env, "start": start})
     run_state_machine_as_test(
         machine,
         settings=settings(
