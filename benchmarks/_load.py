@@ -602,6 +602,38 @@ class Rounds:
             if p.result.counted and lat.get("p90", 0) < 2.5 * max(lat.get("p50", 0), 1.0):
                 return
 
+    def interleave(
+        self,
+        args: argparse.Namespace,
+        phases: dict[str, Callable[[float], tuple[Result, Usage]]],
+        labels: dict[str, str],
+        real_db: Database,
+        floor_db: Database,
+        real_pid: int,
+        floor_pid: int,
+    ) -> None:
+        """Warm up, then `args.rounds` rounds of A the route, B its floor, C pgbench (when `phases` has
+        "pg"), D /healthz, each primed first unless `--no-prime`. `phases` maps route, floor, pg and
+        healthz to a run of that many seconds; `labels` names each one's phase."""
+        real, flo, both = {real_pid}, {floor_pid}, {real_pid, floor_pid}
+        where = {"route": (real_db, real), "floor": (floor_db, flo), "healthz": (real_db, real)}
+        # Warm-up: imports, pools, caches of merchants, programmes, keys and products.
+        for kind in ("healthz", "route", "floor"):
+            self.run(kind, "warm-up", lambda go=phases[kind]: go(3), *where[kind], warm=True)
+        for r in range(1, args.rounds + 1):
+            for letter, kind in zip("ABCD", ("route", "floor", "pg", "healthz"), strict=True):
+                if kind not in phases:
+                    continue
+                go = phases[kind]
+                if kind == "pg":  # both servers idle meanwhile: what they spend anyway
+                    db, servers = floor_db, both
+                else:
+                    db, servers = where[kind]
+                    if not args.no_prime:
+                        self.prime(kind, lambda go=go: go(2), db, servers)
+                self.run(kind, f"[{r}] {letter} {labels[kind]}", lambda go=go: go(args.seconds), db, servers)
+            print()
+
     def answered(self, kind: str, status: str = "201") -> int:
         """Answers with `status` the client saw in the phases of `kind`, warm-ups included."""
         return sum(p.result.statuses.get(status, 0) for p in self.phases + self.warm if p.kind == kind)

@@ -300,30 +300,16 @@ def measure(
                 def healthz(seconds: float) -> tuple[Result, Usage]:
                     return run_wrk(real_port, healthz_lanes(w), seconds, c, None, meter, cycle=True)
 
-                real, flo, both = {real_pid}, {floor_pid}, {real_pid, floor_pid}
-                # Warm-up: imports, pools, caches of merchants, programmes and keys, prepared statements.
-                rounds.run("healthz", "warm-up", lambda: healthz(3), real_db, real, warm=True)
-                rounds.run("route", "warm-up", lambda: route(3), real_db, real, warm=True)
-                rounds.run("floor", "warm-up", lambda: floor(3), floor_db, flo, warm=True)
-                prime = not args.no_prime
-                for r in range(1, args.rounds + 1):
-                    if prime:
-                        rounds.prime("route", lambda: route(2), real_db, real)
-                    label = f"[{r}] A claims POST /programs/{{id}}/claims"
-                    rounds.run("route", label, lambda: route(args.seconds), real_db, real)
-                    if prime:
-                        rounds.prime("floor", lambda: floor(2), floor_db, flo)
-                    label = f"[{r}] B floor POST /floor/claims (psycopg)"
-                    rounds.run("floor", label, lambda: floor(args.seconds), floor_db, flo)
-                    if has_pgbench:
-                        label = f"[{r}] C pgbench -M prepared, the claim's transaction"
-                        # both servers idle meanwhile: what they spend anyway
-                        rounds.run("pg", label, lambda: pgbench(args.seconds), floor_db, both)
-                    if prime:
-                        rounds.prime("healthz", lambda: healthz(2), real_db, real)
-                    label = f"[{r}] D GET /healthz"
-                    rounds.run("healthz", label, lambda: healthz(args.seconds), real_db, real)
-                    print()
+                phases = {"route": route, "floor": floor, "healthz": healthz}
+                if has_pgbench:
+                    phases["pg"] = pgbench
+                labels = {
+                    "route": "claims POST /programs/{id}/claims",
+                    "floor": "floor POST /floor/claims (psycopg)",
+                    "pg": "pgbench -M prepared, the claim's transaction",
+                    "healthz": "GET /healthz",
+                }
+                rounds.interleave(args, phases, labels, real_db, floor_db, real_pid, floor_pid)
             finally:
                 keep_logs(args, settings.var_dir)
     finally:
