@@ -24,7 +24,7 @@ import pytest
 
 # The loopback ports each harness may use (one range per kind, so parallel sessions of other kinds of
 # servers never collide with them).
-REDIS_CLUSTER_PORTS = range(7300, 7310)
+REDIS_CLUSTER_PORTS = range(7300, 7400)
 PGBOUNCER_PORTS = range(6440, 6450)
 REPLICA_PG_PORTS = range(5450, 5460)
 APP_PORTS = range(8800, 8850)
@@ -62,8 +62,26 @@ def ports_from(candidates: range, n: int, *, spacing: int = 1) -> list[int]:
         p for p in candidates if _bindable(p) and not _listening(p) and (spacing == 1 or _bindable(p + 10000))
     ]
     if len(found) < n:
-        pytest.fail(f"fewer than {n} free ports in {candidates.start}-{candidates.stop - 1}: {found}")
+        held = (
+            subprocess.run(["ss", "-tanp"], capture_output=True, text=True).stdout
+            if shutil.which("ss")
+            else ""
+        )
+        busy = [line for line in held.splitlines() if any(f":{p} " in line for p in candidates)]
+        pytest.fail(
+            f"fewer than {n} free ports in {candidates.start}-{candidates.stop - 1}: {found}\n"
+            + "\n".join(busy[:40])
+        )
     return found[:n]
+
+
+def _die_with_parent() -> None:
+    """In a child before exec: SIGKILL it when the test process dies, so that a test killed by a timeout
+    or a crashed worker leaves no server holding its ports for the next test."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def wait_until(check: object, what: str, timeout_s: float = 30.0, step_s: float = 0.1) -> None:
@@ -160,6 +178,7 @@ class RedisClusterNodes:
             + ["--save", "", "--appendonly", "no", "--dir", str(node_dir), "--logfile", "redis.log"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
 
     def node(self, port: int) -> object:
