@@ -21,7 +21,8 @@ from typing import IO, Any, Protocol, TypeVar
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from voucher_service.adapters.db.models import Merchant, Program, ReconciliationRun
+from voucher_service.adapters.db.models import Merchant, Program, ReconciliationRun, StatementRow
+from voucher_service.adapters.db.rows import columns, names, table_of
 from voucher_service.domain.clock import day_bounds, rfc3339
 from voucher_service.domain.statements import FORMATS, Seen, StatementError, StatementLine, parse_statement
 from voucher_service.services import audit_log
@@ -33,9 +34,27 @@ from voucher_service.services.reconciliation_files import write_outputs
 EXIT_MATCHED, EXIT_DISCREPANCIES, EXIT_UNUSABLE = 0, 1, 2
 EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 LATEST = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
-STAGING_COLUMNS = "run_id, line_no, order_id, voucher_id, redeemed_at, discount_fen, status, paid_fen"
+
+
+def _staging_columns() -> str:
+    """The staging table's columns, in the model's order, which must be that of the rows written:
+    the run's id, then a StatementLine's fields."""
+    table = table_of(StatementRow)
+    cols = columns(table)
+    if [c.name for c in cols] != ["run_id", *StatementLine._fields]:
+        raise RuntimeError(
+            f"{table.name}'s columns {[c.name for c in cols]} are not run_id and StatementLine's fields "
+            f"{list(StatementLine._fields)}, in that order"
+        )
+    return names(cols)
+
+
+STAGING_COLUMNS = _staging_columns()
 COPY_SQL = f"COPY statement_staging ({STAGING_COLUMNS}) FROM STDIN"
-INSERT_SQL = f"INSERT INTO statement_staging ({STAGING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_SQL = (
+    f"INSERT INTO statement_staging ({STAGING_COLUMNS}) "
+    f"VALUES ({', '.join('?' * (len(StatementLine._fields) + 1))})"
+)
 SQLITE_CHUNK = 5_000
 SNIFF_BYTES = 1 << 16
 T = TypeVar("T")

@@ -8,6 +8,9 @@ Terms used below
 - duplicate: a claim whose order, or whose voucher claimed as redeemed, appeared on an earlier line;
   the first occurrence still counts, so each ledger redemption is matched at most once.
 - ledger: the redemptions of the run's programme and merchant (any time; `in_period` marks the window).
+
+Columns of the models are named through their `Column` objects (adapters.db.rows), never typed out:
+an INSERT ... SELECT pairs each column with the expression that fills it (`insert_select_sql`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,15 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import TextClause
 
-from voucher_service.adapters.db.models import UTCDateTime
+from voucher_service.adapters.db.models import (
+    ReconciliationItem,
+    ReconciliationMatch,
+    Redemption,
+    StatementRow,
+    UTCDateTime,
+)
+from voucher_service.adapters.db.rows import columns, insert_select_sql, names, qualified, table_of
+from voucher_service.domain.states import RedemptionStatus
 
 CATEGORIES = (
     "amount_mismatch",
@@ -33,6 +44,13 @@ CATEGORIES = (
     "refunded_in_statement",
 )
 SET_ASIDE = ("already_settled", "reversed_agreed", "out_of_period", "unrelated")
+
+ITEMS = table_of(ReconciliationItem)
+MATCHES_TABLE = table_of(ReconciliationMatch)
+STAGING = table_of(StatementRow)
+ITEM, R, S = ITEMS.c, table_of(Redemption).c, STAGING.c
+ACTIVE = f"'{RedemptionStatus.ACTIVE}'"  # a redemption's status as SQL text
+RUN = "CAST(:run AS VARCHAR(36))"
 
 _IN_PERIOD = "r.redeemed_at >= :start AND r.redeemed_at < :end"
 
@@ -46,12 +64,12 @@ refunds AS (
 
 # The programme's and merchant's redemptions of the orders of a few lines (`{lines}`), materialised:
 # a small table to join, on SQLite too (which has no index on the order to look them up by).
-_LEDGER = """
+_LEDGER = f"""
 ledger AS MATERIALIZED (
-  SELECT r.id, r.voucher_id, r.order_id, r.discount_fen, r.order_total_fen, r.status, r.redeemed_at,
-         CASE WHEN {in_period} THEN 1 ELSE 0 END AS in_period
+  SELECT {qualified("r", (R.id, R.voucher_id, R.order_id, R.discount_fen, R.order_total_fen, R.status, R.redeemed_at))},
+         CASE WHEN {{in_period}} THEN 1 ELSE 0 END AS in_period
   FROM redemptions r
-  WHERE r.program_id = :p AND r.merchant_id = :m AND r.order_id IN (SELECT c.order_id FROM {lines} c)
+  WHERE r.program_id = :p AND r.merchant_id = :m AND r.order_id IN (SELECT c.order_id FROM {{lines}} c)
 )"""
 
 # Claims for which the ledger has nothing, under the order and voucher of an offline double spend:
@@ -66,10 +84,21 @@ _OFFLINE_CONFLICT = """EXISTS (
 # Step 1, duplicates. Hash aggregates find the orders (and the vouchers claimed as redeemed) that
 # appear on more than one line, with their first line; every later line is a duplicate. Few survive
 # the HAVING, so everything after this step only anti-joins a handful of rows.
-DUPLICATES = f"""
-INSERT INTO reconciliation_items (run_id, category, line_no, voucher_id, order_id, redemption_id,
-                                  ledger_discount_fen, statement_discount_fen, detail)
-WITH repeated_orders AS MATERIALIZED (
+DUPLICATES = (
+    insert_select_sql(
+        ITEMS,
+        {
+            ITEM.run_id: RUN,
+            ITEM.category: "'duplicate_in_statement'",
+            ITEM.line_no: "k.line_no",
+            ITEM.voucher_id: "COALESCE(k.voucher_id, k.l_voucher)",
+            ITEM.order_id: "k.order_id",
+            ITEM.redemption_id: "k.rid",
+            ITEM.ledger_discount_fen: "k.l_discount",
+            ITEM.statement_discount_fen: "COALESCE(k.discount_fen, k.l_total - k.paid_fen)",
+            ITEM.detail: "'same order or voucher as line ' || CAST(k.duplicate_of AS TEXT)",
+        },
+        with_=f"""WITH repeated_orders AS MATERIALIZED (
   SELECT o.order_id, MIN(o.line_no) AS first_line
   FROM statement_staging o
   WHERE o.run_id = :run AND o.status <> 'refund'
@@ -84,7 +113,7 @@ repeated_vouchers AS MATERIALIZED (
   HAVING COUNT(*) > 1
 ),
 dups AS MATERIALIZED (
-  SELECT s.line_no, s.order_id, s.voucher_id, s.discount_fen, s.paid_fen,
+  SELECT {qualified("s", (S.line_no, S.order_id, S.voucher_id, S.discount_fen, S.paid_fen))},
          CASE WHEN s.line_no > fo.first_line THEN fo.first_line ELSE fv.first_line END AS duplicate_of,
          CASE WHEN s.line_no > fo.first_line THEN 1 ELSE 0 END AS order_repeated
   FROM statement_staging s
@@ -99,18 +128,18 @@ dups AS MATERIALIZED (
 candidates AS (
   SELECT d.*, l.id AS rid, l.voucher_id AS l_voucher, l.discount_fen AS l_discount, l.order_total_fen AS l_total,
          ROW_NUMBER() OVER (PARTITION BY d.line_no
-                            ORDER BY CASE WHEN l.status = 'active' THEN 0 ELSE 1 END,
+                            ORDER BY CASE WHEN l.status = {ACTIVE} THEN 0 ELSE 1 END,
                                      l.redeemed_at DESC, l.id) AS rn
   FROM dups d
   LEFT JOIN ledger l ON l.order_id = d.order_id AND (d.voucher_id IS NULL OR l.voucher_id = d.voucher_id)
 )
-SELECT CAST(:run AS VARCHAR(36)), 'duplicate_in_statement', k.line_no, COALESCE(k.voucher_id, k.l_voucher),
-       k.order_id, k.rid, k.l_discount, COALESCE(k.discount_fen, k.l_total - k.paid_fen),
-       'same order or voucher as line ' || CAST(k.duplicate_of AS TEXT)
-FROM candidates k
+""",
+    )
+    + f"""FROM candidates k
 WHERE k.rn = 1
   AND NOT (k.order_repeated = 0 AND k.rid IS NULL AND {_OFFLINE_CONFLICT.format(c="k")})
 """
+)
 
 # Step 1b: the duplicates' staged lines leave the claims, so later steps need no anti-join for them.
 SET_DUPLICATES_ASIDE = """
@@ -124,42 +153,60 @@ WHERE run_id = :run AND line_no IN (SELECT d.line_no FROM reconciliation_items d
 # least what the consumer paid: order total less the discount) or leaving the order below the tier's
 # minimum spend (order total less the refunds; the eligible part can only be less), the discount should
 # have been clawed back: `refunded_in_statement`, held, never payable in this run.
-REFUNDED = f"""
-INSERT INTO reconciliation_items (run_id, category, line_no, voucher_id, order_id, redemption_id,
-                                  ledger_discount_fen, statement_discount_fen, detail)
-WITH refunds AS MATERIALIZED (
-  SELECT f.order_id, SUM(f.paid_fen) AS refunded_fen, MIN(f.line_no) AS first_line
-  FROM statement_staging f
-  WHERE f.run_id = :run AND f.status = 'refund'
-  GROUP BY f.order_id
-)
-SELECT CAST(:run AS VARCHAR(36)), 'refunded_in_statement', f.first_line, r.voucher_id, r.order_id, r.id,
-       r.discount_fen, NULL,
-       CASE WHEN f.refunded_fen >= r.order_total_fen - r.discount_fen
+REFUNDED = (
+    insert_select_sql(
+        ITEMS,
+        {
+            ITEM.run_id: RUN,
+            ITEM.category: "'refunded_in_statement'",
+            ITEM.line_no: "f.first_line",
+            ITEM.voucher_id: "r.voucher_id",
+            ITEM.order_id: "r.order_id",
+            ITEM.redemption_id: "r.id",
+            ITEM.ledger_discount_fen: "r.discount_fen",
+            ITEM.statement_discount_fen: "NULL",
+            ITEM.detail: """CASE WHEN f.refunded_fen >= r.order_total_fen - r.discount_fen
             THEN 'the bill refunds the order in full (' || CAST(f.refunded_fen AS TEXT) || ' fen of '
                  || CAST(r.order_total_fen - r.discount_fen AS TEXT) || ' paid); the redemption is active here'
             ELSE 'the bill refunds ' || CAST(f.refunded_fen AS TEXT) || ' fen: the order keeps '
                  || CAST(r.order_total_fen - f.refunded_fen AS TEXT) || ', below the minimum spend '
                  || CAST(v.min_spend_fen AS TEXT) || '; the redemption is active here'
-       END
-FROM refunds f
+       END""",
+        },
+        with_="""WITH refunds AS MATERIALIZED (
+  SELECT f.order_id, SUM(f.paid_fen) AS refunded_fen, MIN(f.line_no) AS first_line
+  FROM statement_staging f
+  WHERE f.run_id = :run AND f.status = 'refund'
+  GROUP BY f.order_id
+)
+""",
+    )
+    + f"""FROM refunds f
 JOIN redemptions r ON r.order_id = f.order_id
 JOIN vouchers v ON v.id = r.voucher_id
-WHERE r.program_id = :p AND r.merchant_id = :m AND r.status = 'active' AND {_IN_PERIOD}
+WHERE r.program_id = :p AND r.merchant_id = :m AND r.status = {ACTIVE} AND {_IN_PERIOD}
   AND (f.refunded_fen >= r.order_total_fen - r.discount_fen OR r.order_total_fen - f.refunded_fen < v.min_spend_fen)
 """
+)
 
 # Step 2, payable matches: an undisputed claim, the active redemption it names in the period, the same
 # discount, not paid yet. Inserted in key order, so the primary key grows at its right edge.
-MATCHES = f"""
-INSERT INTO reconciliation_matches (run_id, redemption_id, discount_fen, line_no)
-WITH {_REFUNDS.strip()}
-SELECT CAST(:run AS VARCHAR(36)), r.id, r.discount_fen, s.line_no
-FROM statement_staging s
+MATCHES = (
+    insert_select_sql(
+        MATCHES_TABLE,
+        {
+            MATCHES_TABLE.c.run_id: RUN,
+            MATCHES_TABLE.c.redemption_id: "r.id",
+            MATCHES_TABLE.c.discount_fen: "r.discount_fen",
+            MATCHES_TABLE.c.line_no: "s.line_no",
+        },
+        with_=f"WITH {_REFUNDS.strip()}\n",
+    )
+    + f"""FROM statement_staging s
 JOIN redemptions r ON r.order_id = s.order_id AND (s.voucher_id IS NULL OR r.voucher_id = s.voucher_id)
 LEFT JOIN refunds f ON f.order_id = s.order_id
 WHERE s.run_id = :run AND s.status = 'redeemed'
-  AND r.program_id = :p AND r.merchant_id = :m AND r.status = 'active' AND {_IN_PERIOD}
+  AND r.program_id = :p AND r.merchant_id = :m AND r.status = {ACTIVE} AND {_IN_PERIOD}
   AND (f.refunded_fen IS NULL
        OR (f.refunded_fen < s.paid_fen
            AND NOT EXISTS (SELECT 1 FROM reconciliation_items i
@@ -169,64 +216,23 @@ WHERE s.run_id = :run AND s.status = 'redeemed'
   AND NOT EXISTS (SELECT 1 FROM settled_redemptions x WHERE x.redemption_id = r.id)
 ORDER BY r.id
 """
+)
 
 # Step 3, every other claim: the few lines neither matched nor duplicated. The CASE order is the
 # precedence of the verdicts.
-STATEMENT_ITEMS = f"""
-INSERT INTO reconciliation_items (run_id, category, line_no, voucher_id, order_id, redemption_id,
-                                  ledger_discount_fen, statement_discount_fen, detail)
-WITH {_REFUNDS.strip()},
-pending AS MATERIALIZED (
-  SELECT s.line_no, s.order_id, s.voucher_id, s.status, s.discount_fen, s.paid_fen, s.redeemed_at
-  FROM statement_staging s
-  WHERE s.run_id = :run AND s.status IN ('redeemed', 'reversed')
-    -- NOT IN over an uncorrelated list: a hashed subplan on PostgreSQL, one temporary b-tree on SQLite
-    AND s.line_no NOT IN (SELECT x.line_no FROM reconciliation_matches x
-                          WHERE x.run_id = :run AND x.line_no IS NOT NULL)
-),
-{_LEDGER.format(in_period=_IN_PERIOD, lines="pending").strip()},
-candidates AS (
-  SELECT c.*, COALESCE(f.refunded_fen, 0) AS refunded_fen,
-         l.id AS rid, l.voucher_id AS l_voucher, l.status AS l_status, l.discount_fen AS l_discount,
-         l.order_total_fen AS l_total, l.in_period, x.redemption_id AS settled,
-         ROW_NUMBER() OVER (PARTITION BY c.line_no
-                            ORDER BY CASE WHEN l.status = 'active' THEN 0 ELSE 1 END,
-                                     l.redeemed_at DESC, l.id) AS rn
-  FROM pending c
-  LEFT JOIN ledger l ON l.order_id = c.order_id AND (c.voucher_id IS NULL OR l.voucher_id = c.voucher_id)
-  LEFT JOIN refunds f ON f.order_id = c.order_id
-  LEFT JOIN settled_redemptions x ON x.redemption_id = l.id
-),
-judged AS (
-  SELECT k.*,
-         CASE WHEN k.status = 'reversed' OR (k.paid_fen IS NOT NULL AND k.refunded_fen >= k.paid_fen)
-              THEN 'reversed' ELSE 'redeemed' END AS says,
-         COALESCE(k.discount_fen, k.l_total - k.paid_fen) AS s_discount
-  FROM candidates k
-  -- a claim naming an active redemption ignores reversed ones of the same order and voucher
-  WHERE k.rn = 1 OR k.l_status = 'active'
-),
-classified AS (
-  SELECT j.*,
-    CASE
-      WHEN j.rid IS NULL AND {_OFFLINE_CONFLICT.format(c="j")} THEN 'double_spend'
-      WHEN j.rid IS NULL AND (j.redeemed_at < :start_text OR j.redeemed_at >= :end_text) THEN 'out_of_period'
-      WHEN j.rid IS NULL AND :fmt = 'wechatpay' THEN 'unrelated'
-      WHEN j.rid IS NULL THEN 'missing_in_ledger'
-      WHEN j.in_period = 0 THEN 'out_of_period'
-      WHEN j.l_status <> 'active' AND j.says = 'reversed' THEN 'reversed_agreed'
-      WHEN j.l_status <> 'active' THEN 'reversed_in_ledger'
-      WHEN EXISTS (SELECT 1 FROM reconciliation_items i WHERE i.run_id = :run AND i.redemption_id = j.rid
-                   AND i.category = 'refunded_in_statement') THEN 'refunded'
-      WHEN j.says = 'reversed' OR j.s_discount <> j.l_discount THEN 'amount_mismatch'
-      WHEN j.settled IS NOT NULL THEN 'already_settled'
-      ELSE 'matched'
-    END AS category
-  FROM judged j
-)
-SELECT CAST(:run AS VARCHAR(36)), k.category, k.line_no, COALESCE(k.voucher_id, k.l_voucher), k.order_id,
-       k.rid, k.l_discount, k.s_discount,
-       CASE k.category
+STATEMENT_ITEMS = (
+    insert_select_sql(
+        ITEMS,
+        {
+            ITEM.run_id: RUN,
+            ITEM.category: "k.category",
+            ITEM.line_no: "k.line_no",
+            ITEM.voucher_id: "COALESCE(k.voucher_id, k.l_voucher)",
+            ITEM.order_id: "k.order_id",
+            ITEM.redemption_id: "k.rid",
+            ITEM.ledger_discount_fen: "k.l_discount",
+            ITEM.statement_discount_fen: "k.s_discount",
+            ITEM.detail: """CASE k.category
          WHEN 'out_of_period' THEN CASE WHEN k.rid IS NULL THEN 'statement time outside the period'
                                         ELSE 'redeemed outside the period' END
          WHEN 'unrelated' THEN 'no voucher redemption for this order'
@@ -242,40 +248,114 @@ SELECT CAST(:run AS VARCHAR(36)), k.category, k.line_no, COALESCE(k.voucher_id, 
                 || ' fen paid; order total ' || CAST(k.l_total AS TEXT) || ' less the discount is '
                 || CAST(k.l_total - k.l_discount AS TEXT)
            ELSE 'the discounts differ' END
-       END
-FROM classified k
+       END""",
+        },
+        # every staged column but the run's id, of the lines neither matched nor duplicated
+        with_=f"""WITH {_REFUNDS.strip()},
+pending AS MATERIALIZED (
+  SELECT {qualified("s", (c for c in columns(STAGING) if c is not S.run_id))}
+  FROM statement_staging s
+  WHERE s.run_id = :run AND s.status IN ('redeemed', 'reversed')
+    -- NOT IN over an uncorrelated list: a hashed subplan on PostgreSQL, one temporary b-tree on SQLite
+    AND s.line_no NOT IN (SELECT x.line_no FROM reconciliation_matches x
+                          WHERE x.run_id = :run AND x.line_no IS NOT NULL)
+),
+{_LEDGER.format(in_period=_IN_PERIOD, lines="pending").strip()},
+candidates AS (
+  SELECT c.*, COALESCE(f.refunded_fen, 0) AS refunded_fen,
+         l.id AS rid, l.voucher_id AS l_voucher, l.status AS l_status, l.discount_fen AS l_discount,
+         l.order_total_fen AS l_total, l.in_period, x.redemption_id AS settled,
+         ROW_NUMBER() OVER (PARTITION BY c.line_no
+                            ORDER BY CASE WHEN l.status = {ACTIVE} THEN 0 ELSE 1 END,
+                                     l.redeemed_at DESC, l.id) AS rn
+  FROM pending c
+  LEFT JOIN ledger l ON l.order_id = c.order_id AND (c.voucher_id IS NULL OR l.voucher_id = c.voucher_id)
+  LEFT JOIN refunds f ON f.order_id = c.order_id
+  LEFT JOIN settled_redemptions x ON x.redemption_id = l.id
+),
+judged AS (
+  SELECT k.*,
+         CASE WHEN k.status = 'reversed' OR (k.paid_fen IS NOT NULL AND k.refunded_fen >= k.paid_fen)
+              THEN 'reversed' ELSE 'redeemed' END AS says,
+         COALESCE(k.discount_fen, k.l_total - k.paid_fen) AS s_discount
+  FROM candidates k
+  -- a claim naming an active redemption ignores reversed ones of the same order and voucher
+  WHERE k.rn = 1 OR k.l_status = {ACTIVE}
+),
+classified AS (
+  SELECT j.*,
+    CASE
+      WHEN j.rid IS NULL AND {_OFFLINE_CONFLICT.format(c="j")} THEN 'double_spend'
+      WHEN j.rid IS NULL AND (j.redeemed_at < :start_text OR j.redeemed_at >= :end_text) THEN 'out_of_period'
+      WHEN j.rid IS NULL AND :fmt = 'wechatpay' THEN 'unrelated'
+      WHEN j.rid IS NULL THEN 'missing_in_ledger'
+      WHEN j.in_period = 0 THEN 'out_of_period'
+      WHEN j.l_status <> {ACTIVE} AND j.says = 'reversed' THEN 'reversed_agreed'
+      WHEN j.l_status <> {ACTIVE} THEN 'reversed_in_ledger'
+      WHEN EXISTS (SELECT 1 FROM reconciliation_items i WHERE i.run_id = :run AND i.redemption_id = j.rid
+                   AND i.category = 'refunded_in_statement') THEN 'refunded'
+      WHEN j.says = 'reversed' OR j.s_discount <> j.l_discount THEN 'amount_mismatch'
+      WHEN j.settled IS NOT NULL THEN 'already_settled'
+      ELSE 'matched'
+    END AS category
+  FROM judged j
+)
+""",
+    )
+    + """FROM classified k
 WHERE k.category NOT IN ('matched', 'double_spend', 'refunded')
 """
+)
 
-MISSING_IN_STATEMENT = f"""
-INSERT INTO reconciliation_items (run_id, category, line_no, voucher_id, order_id, redemption_id,
-                                  ledger_discount_fen, statement_discount_fen, detail)
-SELECT CAST(:run AS VARCHAR(36)), 'missing_in_statement', NULL, r.voucher_id, r.order_id, r.id,
-       r.discount_fen, NULL, 'recorded here, not claimed in the statement'
-FROM redemptions r
-WHERE r.program_id = :p AND r.merchant_id = :m AND r.status = 'active' AND {_IN_PERIOD}
+MISSING_IN_STATEMENT = (
+    insert_select_sql(
+        ITEMS,
+        {
+            ITEM.run_id: RUN,
+            ITEM.category: "'missing_in_statement'",
+            ITEM.line_no: "NULL",
+            ITEM.voucher_id: "r.voucher_id",
+            ITEM.order_id: "r.order_id",
+            ITEM.redemption_id: "r.id",
+            ITEM.ledger_discount_fen: "r.discount_fen",
+            ITEM.statement_discount_fen: "NULL",
+            ITEM.detail: "'recorded here, not claimed in the statement'",
+        },
+    )
+    + f"""FROM redemptions r
+WHERE r.program_id = :p AND r.merchant_id = :m AND r.status = {ACTIVE} AND {_IN_PERIOD}
   AND NOT EXISTS (SELECT 1 FROM reconciliation_matches x WHERE x.run_id = :run AND x.redemption_id = r.id)
   AND NOT EXISTS (SELECT 1 FROM reconciliation_items i
                   WHERE i.run_id = :run AND i.redemption_id = r.id AND i.category <> 'duplicate_in_statement')
 """
+)
 
 # One row per offline conflict (a voucher the till redeemed offline that was already redeemed), with
 # the first statement line of that order when the statement claims it.
-DOUBLE_SPEND = """
-INSERT INTO reconciliation_items (run_id, category, line_no, voucher_id, order_id, redemption_id,
-                                  ledger_discount_fen, statement_discount_fen, detail)
-SELECT CAST(:run AS VARCHAR(36)), 'double_spend',
-       (SELECT MIN(s.line_no) FROM statement_staging s
+DOUBLE_SPEND = (
+    insert_select_sql(
+        ITEMS,
+        {
+            ITEM.run_id: RUN,
+            ITEM.category: "'double_spend'",
+            ITEM.line_no: """(SELECT MIN(s.line_no) FROM statement_staging s
         WHERE s.run_id = :run AND s.order_id = o.order_id AND s.status IN ('redeemed', 'reversed')
-          AND (s.voucher_id IS NULL OR s.voucher_id = o.voucher_id)),
-       o.voucher_id, o.order_id, NULL, w.discount_fen, o.discount_fen,
-       'offline terminal ' || o.terminal_id || ' record ' || CAST(o.seq AS TEXT)
-         || ': voucher already redeemed' || COALESCE(' by redemption ' || w.id, '')
-FROM offline_records o
-LEFT JOIN redemptions w ON w.voucher_id = o.voucher_id AND w.status = 'active'
+          AND (s.voucher_id IS NULL OR s.voucher_id = o.voucher_id))""",
+            ITEM.voucher_id: "o.voucher_id",
+            ITEM.order_id: "o.order_id",
+            ITEM.redemption_id: "NULL",
+            ITEM.ledger_discount_fen: "w.discount_fen",
+            ITEM.statement_discount_fen: "o.discount_fen",
+            ITEM.detail: """'offline terminal ' || o.terminal_id || ' record ' || CAST(o.seq AS TEXT)
+         || ': voucher already redeemed' || COALESCE(' by redemption ' || w.id, '')""",
+        },
+    )
+    + f"""FROM offline_records o
+LEFT JOIN redemptions w ON w.voucher_id = o.voucher_id AND w.status = {ACTIVE}
 WHERE o.program_id = :p AND o.merchant_id = :m AND o.status = 'conflict'
   AND COALESCE(o.redeemed_at, o.received_at) >= :start AND COALESCE(o.redeemed_at, o.received_at) < :end
 """
+)
 
 ITEM_COUNTS = """
 SELECT category, COUNT(*), COALESCE(SUM(ledger_discount_fen), 0), COALESCE(SUM(statement_discount_fen), 0)
@@ -288,9 +368,19 @@ SELECT COUNT(*), COALESCE(SUM(discount_fen), 0) FROM reconciliation_matches WHER
 CLEAR_STAGING = "DELETE FROM statement_staging WHERE run_id = :run"
 
 # Discrepancies in the order of the contract's categories, then by line; deterministic for reruns.
-DISCREPANCIES = """
-SELECT category, voucher_id, order_id, ledger_discount_fen, statement_discount_fen, detail, line_no,
-       redemption_id
+# The columns of a discrepancy, in the order of the CSV's (reconciliation_files.DISCREPANCY_COLUMNS).
+DISCREPANCY_FIELDS = (
+    ITEM.category,
+    ITEM.voucher_id,
+    ITEM.order_id,
+    ITEM.ledger_discount_fen,
+    ITEM.statement_discount_fen,
+    ITEM.detail,
+    ITEM.line_no,
+    ITEM.redemption_id,
+)
+DISCREPANCIES = f"""
+SELECT {names(DISCREPANCY_FIELDS)}
 FROM reconciliation_items
 WHERE run_id = :run AND category IN ('amount_mismatch', 'missing_in_ledger', 'missing_in_statement',
                                      'duplicate_in_statement', 'reversed_in_ledger', 'double_spend',
@@ -298,7 +388,8 @@ WHERE run_id = :run AND category IN ('amount_mismatch', 'missing_in_ledger', 'mi
 ORDER BY CASE category WHEN 'amount_mismatch' THEN 1 WHEN 'missing_in_ledger' THEN 2
                        WHEN 'missing_in_statement' THEN 3 WHEN 'duplicate_in_statement' THEN 4
                        WHEN 'reversed_in_ledger' THEN 5 WHEN 'double_spend' THEN 6 ELSE 7 END,
-         CASE WHEN line_no IS NULL THEN 1 ELSE 0 END, line_no, order_id, voucher_id, redemption_id, detail
+         CASE WHEN line_no IS NULL THEN 1 ELSE 0 END,
+         {names((ITEM.line_no, ITEM.order_id, ITEM.voucher_id, ITEM.redemption_id, ITEM.detail))}
 """
 
 

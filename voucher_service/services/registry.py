@@ -276,15 +276,14 @@ def _restamp(s: Session, plan: _Plan, seq: int, now: dt.datetime) -> list[dict[s
             continue
         cols = dict(product)
         name = plan.renamed_suppliers[cols["supplier_id"]]
-        cols.update(
-            version=cols["version"] + 1,
-            registry_seq=seq,
-            updated_at=now,
-            row_sha256=row_sha256(_values_of(cols, name)),
-        )
-        updates.append(
-            {k: cols[k] for k in ("certification_no", "version", "registry_seq", "updated_at", "row_sha256")}
-        )
+        bumped = {
+            "version": cols["version"] + 1,
+            "registry_seq": seq,
+            "updated_at": now,
+            "row_sha256": row_sha256(_values_of(cols, name)),
+        }
+        cols.update(bumped)
+        updates.append({"certification_no": cols["certification_no"], **bumped})  # by primary key
         versions.append(_version_row(cols, name, seq, now))
     if updates:
         s.execute(update(CertifiedProduct), updates)

@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from voucher_service.adapters.db.models import Dispute, ReconciliationRun, Settlement
+from voucher_service.adapters.db.models import Dispute, ReconciliationRun, SettledRedemption, Settlement
+from voucher_service.adapters.db.rows import insert_select_sql, table_of
 from voucher_service.domain.errors import InvalidState, NotFound
 from voucher_service.domain.states import DisputeStatus, RedemptionStatus
 from voucher_service.services import audit_log
@@ -19,26 +20,42 @@ SKIPPED_SHOWN = 20
 # The primary key of settled_redemptions is the redemption: a redemption already paid in any
 # settlement is skipped here, even by two settlements racing on overlapping runs. A match whose
 # redemption was reversed (or changed) since the run is not paid either.
-PAY = f"""
-INSERT INTO settled_redemptions (redemption_id, settlement_id, discount_fen)
-SELECT m.redemption_id, :sid, m.discount_fen
-FROM reconciliation_matches m
+SETTLED = table_of(SettledRedemption)
+PAY = (
+    insert_select_sql(
+        SETTLED,
+        {
+            SETTLED.c.redemption_id: "m.redemption_id",
+            SETTLED.c.settlement_id: ":sid",
+            SETTLED.c.discount_fen: "m.discount_fen",
+        },
+    )
+    + f"""FROM reconciliation_matches m
 JOIN redemptions r ON r.id = m.redemption_id
 WHERE m.run_id = :run AND r.status = '{RedemptionStatus.ACTIVE}' AND r.discount_fen = m.discount_fen
 ON CONFLICT (redemption_id) DO NOTHING
 """
+)
 # Accepted disputes of the run's programme and merchant not paid yet: their redemptions, if still active,
 # at the ledger's discount. Same primary key, so a redemption is still paid at most once in all.
-PAY_DISPUTES = f"""
-INSERT INTO settled_redemptions (redemption_id, settlement_id, discount_fen)
-SELECT DISTINCT d.redemption_id, :sid, r.discount_fen
-FROM disputes d
+PAY_DISPUTES = (
+    insert_select_sql(
+        SETTLED,
+        {
+            SETTLED.c.redemption_id: "d.redemption_id",
+            SETTLED.c.settlement_id: ":sid",
+            SETTLED.c.discount_fen: "r.discount_fen",
+        },
+        distinct=True,
+    )
+    + f"""FROM disputes d
 JOIN redemptions r ON r.id = d.redemption_id
 WHERE d.program_id = :p AND d.merchant_id = :m AND d.status = '{DisputeStatus.ACCEPTED}' AND d.settlement_id IS NULL
   AND r.status = '{RedemptionStatus.ACTIVE}'
   AND NOT EXISTS (SELECT 1 FROM settled_redemptions x WHERE x.redemption_id = d.redemption_id)
 ON CONFLICT (redemption_id) DO NOTHING
 """
+)
 # Every accepted dispute whose redemption is now paid, by this batch or an earlier one, records it.
 MARK_DISPUTES = f"""
 SELECT d.id, x.settlement_id, x.discount_fen

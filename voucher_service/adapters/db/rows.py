@@ -3,11 +3,14 @@
 A row of a model is one bind parameter per column, named `<prefix><column>` and typed as the column;
 `insert_row` inserts such a row with INSERT ... SELECT, either on its own (SQLite's step-by-step write)
 or once per row of a CTE (PostgreSQL's one-statement write), from the same parameters.
+
+Set-based SQL kept as text (reconciliation, settlement) names its columns through `names`,
+`qualified` and `insert_select_sql`, from the models' `Column` objects, never as typed-out lists.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from sqlalchemy import Column, ColumnElement, FromClause, Table, bindparam, insert, select
@@ -64,6 +67,37 @@ def insert_row(
     if source is not None:
         chosen = chosen.select_from(source)
     return insert_of(table).from_select([c.name for c in cols], chosen)
+
+
+def names(cols: Iterable[Column[Any]]) -> str:
+    """Columns as a SQL list, `a, b, c` (for SQL text)."""
+    return ", ".join(c.name for c in cols)
+
+
+def qualified(alias: str, cols: Iterable[Column[Any]]) -> str:
+    """Columns of the table aliased `alias` as a SQL list, `r.a, r.b, r.c` (for SQL text)."""
+    return ", ".join(f"{alias}.{c.name}" for c in cols)
+
+
+def insert_select_sql(
+    table: Table, values: Mapping[Column[Any], str], *, with_: str = "", distinct: bool = False
+) -> str:
+    """`INSERT INTO <table> (<columns>) [<with_>] SELECT [DISTINCT] <values>` for SQL text, each column named once,
+    next to the SQL expression that fills it, so the two lists cannot drift apart.
+
+    `values` must give every column `columns(table)` lists (a column added to the model makes this
+    raise at import, naming it, until each such statement says what it writes there); the caller
+    appends FROM, WHERE and the rest."""
+    foreign = [c for c in values if c.table is not table]
+    if foreign:
+        raise ValueError(f"{table.name}: {', '.join(str(c) for c in foreign)} are not its columns")
+    given = {c.name for c in values}
+    missing = [c.name for c in columns(table) if c.name not in given]
+    if missing:
+        raise ValueError(f"INSERT INTO {table.name} ... SELECT gives no value for {', '.join(missing)}")
+    select_list = ",\n       ".join(values.values())
+    select = "SELECT DISTINCT" if distinct else "SELECT"
+    return f"INSERT INTO {table.name} ({names(values)})\n{with_}{select} {select_list}\n"
 
 
 S = TypeVar("S")
