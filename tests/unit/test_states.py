@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 
 import pytest
 
+from voucher_service.adapters.db.models import Redemption, Voucher
 from voucher_service.domain.errors import InvalidState
 from voucher_service.domain.states import (
     TRANSITIONS,
@@ -21,6 +23,8 @@ from voucher_service.domain.states import (
     check_transition,
     sources,
 )
+from voucher_service.services.redemption import REDEEMABLE_FROM
+from voucher_service.services.reversals import _claw_back
 
 V = VoucherStatus
 
@@ -155,3 +159,21 @@ def test_the_contracts_status_fields_name_the_domains_states():
     assert literal(products.Product) == set(ProductStatus)
     assert set(get_args(products.MappingStatus)) == set(SkuMappingStatus)
     assert literal(offline.OfflineRecordResult) == set(OfflineVerdict) | {"duplicate"}
+
+
+@pytest.mark.parametrize(
+    ("redemption_status", "voucher_status"),
+    [("reversed", "redeemed"), ("active", "void"), ("active", "issued"), ("active", "expired")],
+)
+def test_a_full_clawback_checks_both_records_moves(redemption_status, voucher_status):
+    # reversals._claw_back refuses a move the tables do not allow before it writes anything (the
+    # voucher is still valid here: a clawback would move it to issued)
+    redemption = Redemption(id="r1", status=redemption_status)
+    voucher = Voucher(id="v1", status=voucher_status, expires_at=dt.datetime(2100, 1, 1, tzinfo=dt.UTC))
+    with pytest.raises(IllegalTransition):
+        _claw_back(None, redemption, voucher, 100, dt.datetime(2030, 1, 1, tzinfo=dt.UTC))  # type: ignore[arg-type]
+
+
+def test_redemptions_take_vouchers_only_from_states_the_table_allows():
+    assert REDEEMABLE_FROM == {"online": (V.ISSUED,), "offline": (V.ISSUED, V.EXPIRED)}
+    assert set(REDEEMABLE_FROM["offline"]) == sources(V.REDEEMED)

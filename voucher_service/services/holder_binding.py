@@ -33,6 +33,7 @@ from voucher_service.domain.presentations import (
     BINDING_REQUIRED,
     HolderKey,
 )
+from voucher_service.domain.states import VoucherStatus
 from voucher_service.domain.tokens import VoucherClaims
 from voucher_service.services import audit_log, voucher_status
 from voucher_service.services.context import ServiceContext
@@ -169,7 +170,9 @@ def rebind(
         voucher = s.get(Voucher, voucher_id, with_for_update=True)
         if voucher is None or voucher.holder_hash != holder_hash or voucher.token is None:
             raise NotFound(f"No voucher {voucher_id} of this holder.")
-        if voucher.status != "issued" or (voucher.expires_at is not None and voucher.expires_at <= now):
+        if voucher.status != VoucherStatus.ISSUED or (
+            voucher.expires_at is not None and voucher.expires_at <= now
+        ):
             raise InvalidState(f"A voucher that is {voucher.status} cannot be moved to another phone.")
         old = s.scalars(
             select(HolderBinding)

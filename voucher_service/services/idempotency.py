@@ -38,6 +38,7 @@ from voucher_service.adapters.db.engine import is_postgres
 from voucher_service.adapters.db.models import IdempotencyRecord
 from voucher_service.adapters.db.rows import built_once, insert_row, row_params, table_of
 from voucher_service.domain.errors import IdempotencyInProgress, IdempotencyKeyReused, VoucherServiceError
+from voucher_service.domain.states import IdempotencyState
 from voucher_service.services.context import ServiceContext
 
 _KEYS = table_of(IdempotencyRecord)
@@ -147,13 +148,13 @@ def _insert_lease(
     }
     if is_postgres(ctx.engine):
         # One round trip, no unit of work; the conflict (a key already there) is not an error.
-        params = row_params(_KEYS, "k_", {**values, "state": "in_progress"})
+        params = row_params(_KEYS, "k_", {**values, "state": IdempotencyState.IN_PROGRESS})
         with ctx.sessions.begin() as s:
             return s.connection().execute(PG_INSERT_LEASE, params).first() is not None
     try:
         with ctx.sessions.begin() as s:
             _relax_durability(s)
-            s.add(IdempotencyRecord(state="in_progress", **values))
+            s.add(IdempotencyRecord(state=IdempotencyState.IN_PROGRESS, **values))
         return True
     except IntegrityError:
         return False
@@ -182,7 +183,7 @@ def _judge(
         return None  # released by a failed attempt in the meantime: insert afresh
     if rec.request_sha256 != digest:
         raise IdempotencyKeyReused("This Idempotency-Key was used with another request body.")
-    if rec.state == "done":
+    if rec.state == IdempotencyState.DONE:
         assert rec.response_status is not None and rec.response_body is not None
         return StoredResponse(rec.response_status, bytes(rec.response_body))
     if rec.locked_until > now:
@@ -200,7 +201,7 @@ def _judge(
             .where(
                 IdempotencyRecord.merchant_id == merchant_id,
                 IdempotencyRecord.key == key,
-                IdempotencyRecord.state == "in_progress",
+                IdempotencyRecord.state == IdempotencyState.IN_PROGRESS,
                 IdempotencyRecord.locked_until == rec.locked_until,
             )
             .values(locked_until=new_lease)
@@ -229,10 +230,10 @@ def _finish(session: Session, claim: IdempotencyClaim, status: int, body: bytes)
             .where(
                 IdempotencyRecord.merchant_id == claim.merchant_id,
                 IdempotencyRecord.key == claim.key,
-                IdempotencyRecord.state == "in_progress",
+                IdempotencyRecord.state == IdempotencyState.IN_PROGRESS,
                 IdempotencyRecord.locked_until == locked_until,
             )
-            .values(state="done", response_status=status, response_body=body)
+            .values(state=IdempotencyState.DONE, response_status=status, response_body=body)
             .execution_options(synchronize_session=False)
         )
     )
@@ -267,7 +268,7 @@ def release(ctx: ServiceContext, claim: IdempotencyClaim) -> None:
             .where(
                 IdempotencyRecord.merchant_id == claim.merchant_id,
                 IdempotencyRecord.key == claim.key,
-                IdempotencyRecord.state == "in_progress",
+                IdempotencyRecord.state == IdempotencyState.IN_PROGRESS,
                 IdempotencyRecord.locked_until == locked_until,
             )
             .execution_options(synchronize_session=False)
@@ -338,7 +339,7 @@ class LeaseKeeper:
                             .where(
                                 IdempotencyRecord.merchant_id == claim.merchant_id,
                                 IdempotencyRecord.key == claim.key,
-                                IdempotencyRecord.state == "in_progress",
+                                IdempotencyRecord.state == IdempotencyState.IN_PROGRESS,
                                 IdempotencyRecord.locked_until == claim.locked_until,
                             )
                             .values(locked_until=new_lease)
@@ -431,7 +432,7 @@ class Once:
         now = ctx.now()
         lease = now + dt.timedelta(seconds=ctx.settings.idempotency_lease_s)
         digest = fingerprint(req.route, req.raw_body)
-        params = _take_params(req, digest, now, lease, "in_progress", None, None)
+        params = _take_params(req, digest, now, lease, IdempotencyState.IN_PROGRESS, None, None)
         row = session.connection().execute(PG_TAKE_KEY, params).one()
         if not row.got:
             raise IdempotencyInProgress(
@@ -456,13 +457,13 @@ class Once:
         ctx, req = self._deferred
         now = ctx.now()
         digest = fingerprint(req.route, req.raw_body)
-        params = _take_params(req, digest, now, now, "done", status, body)
+        params = _take_params(req, digest, now, now, IdempotencyState.DONE, status, body)
         with ctx.sessions.begin() as s:
             _relax_durability(s)
             row = s.connection().execute(PG_TAKE_KEY, params).one()
             if row.got and not row.inserted:
                 rec = s.get(IdempotencyRecord, (req.merchant_id, req.key))
-                if rec is not None and rec.state == "done" and rec.response_body is not None:
+                if rec is not None and rec.state == IdempotencyState.DONE and rec.response_body is not None:
                     assert rec.response_status is not None
                     return StoredResponse(rec.response_status, bytes(rec.response_body))
         return StoredResponse(status, body)
@@ -494,7 +495,7 @@ def _take_params(
     digest: str,
     now: dt.datetime,
     lease: dt.datetime,
-    state: str,
+    state: IdempotencyState,
     status: int | None,
     body: bytes | None,
 ) -> dict[str, Any]:
@@ -567,6 +568,11 @@ def stored_answer(ctx: ServiceContext, merchant_id: str, key: str) -> StoredResp
     """The answer a key already has, or None while it has none (unused, or still running)."""
     with ctx.sessions() as s:
         rec = s.get(IdempotencyRecord, (merchant_id, key))
-        if rec is None or rec.state != "done" or rec.response_status is None or rec.response_body is None:
+        if (
+            rec is None
+            or rec.state != IdempotencyState.DONE
+            or rec.response_status is None
+            or rec.response_body is None
+        ):
             return None
         return StoredResponse(rec.response_status, bytes(rec.response_body))

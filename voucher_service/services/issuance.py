@@ -40,6 +40,7 @@ from voucher_service.domain.errors import (
 )
 from voucher_service.domain.presentations import HolderKey
 from voucher_service.domain.programs import voucher_window, window_verdict
+from voucher_service.domain.states import ProgramStatus, VoucherStatus, check_transition
 from voucher_service.domain.tokens import VoucherClaims
 from voucher_service.services import admission, audit_log, holder_binding, idempotency, ledger, shards
 from voucher_service.services.context import ServiceContext
@@ -179,7 +180,7 @@ def _claim_limits(ctx: ServiceContext, claimant: Claimant) -> list[admission.Lim
 def _tier_of(terms: ProgramTerms, tier_code: str, now: dt.datetime) -> TierTerms:
     """The tier claimed, once the programme's (fixed) window is open; the status is checked in the
     transaction."""
-    verdict = window_verdict("active", terms.starts_at, terms.ends_at, now)
+    verdict = window_verdict(ProgramStatus.ACTIVE, terms.starts_at, terms.ends_at, now)
     if verdict:
         raise ProgramNotActive(f"Claims are closed: {verdict}.")
     tier = terms.tiers.get(tier_code)
@@ -317,7 +318,7 @@ def _claim_in_transaction(
         claims_db.Issue(
             voucher_id=voucher_id,
             voucher=claims_db.IssuedVoucher(
-                status="issued",
+                status=check_transition(VoucherStatus.AVAILABLE, VoucherStatus.ISSUED),
                 holder_hash=claimant.holder_hash,
                 claimed_by_merchant_id=claimant.merchant_id,
                 claimed_at=now,
@@ -358,7 +359,7 @@ def _explain_refusal(
     """After a rollback: a programme that is not active comes first, then the limit, then sold out."""
     with ctx.sessions() as s:
         status = s.scalar(select(Program.status).where(Program.id == terms.id))
-        if status != "active":
+        if status != ProgramStatus.ACTIVE:
             return ProgramNotActive(f"Claims are closed: the programme is {status}.")
         if reason == "limit":
             limit = terms.per_person_limit
@@ -368,7 +369,9 @@ def _explain_refusal(
             select(Voucher.id)
             .limit(1)
             .where(
-                Voucher.program_id == terms.id, Voucher.tier_code == tier.code, Voucher.status == "available"
+                Voucher.program_id == terms.id,
+                Voucher.tier_code == tier.code,
+                Voucher.status == VoucherStatus.AVAILABLE,
             )
         )
     if left is None:
@@ -391,8 +394,8 @@ def holder_vouchers(ctx: ServiceContext, holder_hash: str) -> list[dict[str, Any
     out = []
     for v in rows:
         status = v.status
-        if status == "issued" and v.expires_at is not None and v.expires_at <= now:
-            status = "expired"
+        if status == VoucherStatus.ISSUED and v.expires_at is not None and v.expires_at <= now:
+            status = VoucherStatus.EXPIRED
         out.append(
             {
                 "voucher_id": v.id,

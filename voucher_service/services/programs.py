@@ -85,6 +85,7 @@ def _mint_pool(s: Session, program: Program, tiers: list[Tier], now: dt.datetime
     # The pool is minted once, at first activation: claims then take rows from it with SKIP LOCKED,
     # so the tiers' quantities, and hence the budget, cannot be exceeded by construction.
     for tier in tiers:
+        minted = check_transition(None, VoucherStatus.AVAILABLE)
         for start in range(0, tier.quantity, MINT_CHUNK):
             n = min(MINT_CHUNK, tier.quantity - start)
             s.execute(
@@ -96,7 +97,7 @@ def _mint_pool(s: Session, program: Program, tiers: list[Tier], now: dt.datetime
                         "tier_code": tier.code,
                         "face_value_fen": tier.face_value_fen,
                         "min_spend_fen": tier.min_spend_fen,
-                        "status": VoucherStatus.AVAILABLE,
+                        "status": minted,
                     }
                     for _ in range(n)
                 ],

@@ -49,22 +49,22 @@ SETTLEMENT_COLUMNS = (
 )
 HTML_ROWS = 500
 
-DAILY = """
-SELECT {day} AS day, COUNT(*) AS redemptions, SUM(r.discount_fen) AS discount_fen
+DAILY = f"""
+SELECT {{day}} AS day, COUNT(*) AS redemptions, SUM(r.discount_fen) AS discount_fen
 FROM redemptions r
-WHERE r.program_id = :p AND r.merchant_id = :m AND r.status = 'active'
+WHERE r.program_id = :p AND r.merchant_id = :m AND r.status = {q.ACTIVE}
   AND r.redeemed_at >= :start AND r.redeemed_at < :end
 GROUP BY 1 ORDER BY 1
 """
 # The period's active redemptions that are not payable are exactly those the run's items name as
 # mismatched, unclaimed or already settled: a few rows to join, not a million.
-DAILY_NOT_PAYABLE = """
-SELECT {day} AS day, COUNT(DISTINCT r.id) AS held
+DAILY_NOT_PAYABLE = f"""
+SELECT {{day}} AS day, COUNT(DISTINCT r.id) AS held
 FROM reconciliation_items i
 JOIN redemptions r ON r.id = i.redemption_id
 WHERE i.run_id = :run
   AND i.category IN ('amount_mismatch', 'missing_in_statement', 'already_settled', 'refunded_in_statement')
-  AND r.status = 'active' AND r.redeemed_at >= :start AND r.redeemed_at < :end
+  AND r.status = {q.ACTIVE} AND r.redeemed_at >= :start AND r.redeemed_at < :end
 GROUP BY 1
 """
 

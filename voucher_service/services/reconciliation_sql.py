@@ -32,7 +32,7 @@ from voucher_service.adapters.db.models import (
     UTCDateTime,
 )
 from voucher_service.adapters.db.rows import columns, insert_select_sql, names, qualified, table_of
-from voucher_service.domain.states import RedemptionStatus
+from voucher_service.domain.states import OfflineVerdict, RedemptionStatus
 
 CATEGORIES = (
     "amount_mismatch",
@@ -50,6 +50,7 @@ MATCHES_TABLE = table_of(ReconciliationMatch)
 STAGING = table_of(StatementRow)
 ITEM, R, S = ITEMS.c, table_of(Redemption).c, STAGING.c
 ACTIVE = f"'{RedemptionStatus.ACTIVE}'"  # a redemption's status as SQL text
+CONFLICT = f"'{OfflineVerdict.CONFLICT}'"  # an offline record's
 RUN = "CAST(:run AS VARCHAR(36))"
 
 _IN_PERIOD = "r.redeemed_at >= :start AND r.redeemed_at < :end"
@@ -74,10 +75,10 @@ ledger AS MATERIALIZED (
 
 # Claims for which the ledger has nothing, under the order and voucher of an offline double spend:
 # those are that double spend (reported once, by DOUBLE_SPEND), whatever else they look like.
-_OFFLINE_CONFLICT = """EXISTS (
+_OFFLINE_CONFLICT = f"""EXISTS (
         SELECT 1 FROM offline_records o
-        WHERE o.program_id = :p AND o.merchant_id = :m AND o.status = 'conflict'
-          AND o.order_id = {c}.order_id AND ({c}.voucher_id IS NULL OR o.voucher_id = {c}.voucher_id)
+        WHERE o.program_id = :p AND o.merchant_id = :m AND o.status = {CONFLICT}
+          AND o.order_id = {{c}}.order_id AND ({{c}}.voucher_id IS NULL OR o.voucher_id = {{c}}.voucher_id)
           AND COALESCE(o.redeemed_at, o.received_at) >= :start
           AND COALESCE(o.redeemed_at, o.received_at) < :end)"""
 
@@ -352,7 +353,7 @@ DOUBLE_SPEND = (
     )
     + f"""FROM offline_records o
 LEFT JOIN redemptions w ON w.voucher_id = o.voucher_id AND w.status = {ACTIVE}
-WHERE o.program_id = :p AND o.merchant_id = :m AND o.status = 'conflict'
+WHERE o.program_id = :p AND o.merchant_id = :m AND o.status = {CONFLICT}
   AND COALESCE(o.redeemed_at, o.received_at) >= :start AND COALESCE(o.redeemed_at, o.received_at) < :end
 """
 )

@@ -61,6 +61,12 @@ from voucher_service.domain.errors import (
     VoucherVoid,
 )
 from voucher_service.domain.programs import window_verdict
+from voucher_service.domain.states import (
+    OfflineVerdict,
+    RedemptionStatus,
+    VoucherStatus,
+    check_transition,
+)
 from voucher_service.domain.tokens import ReceiptClaims, VoucherClaims
 from voucher_service.services import audit_log, idempotency, ledger, registry, voucher_status
 from voucher_service.services.context import ServiceContext
@@ -70,6 +76,20 @@ from voucher_service.services.tokens import sign_receipt, verify_voucher_token
 
 # Which ledger bucket a voucher's face value sits in, by the status it is redeemed from.
 BUCKET_OF_STATUS = BUCKET_OF_REDEEMABLE_STATUS
+
+
+def _redeemable_from(*states: VoucherStatus) -> tuple[VoucherStatus, ...]:
+    """States the redemption's write may take a voucher from, each checked against TRANSITIONS."""
+    for state in states:
+        check_transition(state, VoucherStatus.REDEEMED)
+    return states
+
+
+# Online, only an issued voucher; an offline till's record also one that has expired since it was made.
+REDEEMABLE_FROM = {
+    "online": _redeemable_from(VoucherStatus.ISSUED),
+    "offline": _redeemable_from(VoucherStatus.ISSUED, VoucherStatus.EXPIRED),
+}
 
 
 @dataclass(frozen=True)
@@ -183,10 +203,10 @@ def record_offline_redemption(
                 offline_rules(session, claims.program_id, at, a.verdict.discount_fen)
             _record(ctx, session, merchant_id, req, a, redemption_id, receipt, source="offline", once=None)
     except VoucherAlreadyRedeemed:
-        return "conflict", "voucher_already_redeemed", None
+        return OfflineVerdict.CONFLICT, "voucher_already_redeemed", None
     except VoucherServiceError as exc:
-        return "rejected", exc.code, None
-    return "accepted", None, redemption_id
+        return OfflineVerdict.REJECTED, exc.code, None
+    return OfflineVerdict.ACCEPTED, None, redemption_id
 
 
 def _receipt(
@@ -217,7 +237,11 @@ def _assess(
     order, then judge the basket; raise the first failure."""
     gtins = sorted({g for g in (gtin14(i.gtin) for i in req.items) if g is not None})
     facts = checkout_facts(s, claims.voucher_id, merchant_id)
-    if facts is None or facts.voucher.program_id != claims.program_id or facts.voucher.status == "available":
+    if (
+        facts is None
+        or facts.voucher.program_id != claims.program_id
+        or facts.voucher.status == VoucherStatus.AVAILABLE
+    ):
         raise TokenInvalid("The token names no issued voucher of its programme.")
     voucher, program, channels, registry_version = facts
     if not _same_issuance(voucher, claims):
@@ -278,12 +302,12 @@ def _check_program(program: ProgramFacts, at: dt.datetime, offline: bool) -> Non
 
 def _check_voucher(voucher: VoucherFacts, claims: VoucherClaims, at: dt.datetime, offline: bool) -> None:
     assert voucher.expires_at is not None and voucher.valid_from is not None
-    if voucher.status == "void":
+    if voucher.status == VoucherStatus.VOID:
         raise VoucherVoid("The voucher was voided.")
-    if voucher.status == "redeemed":
+    if voucher.status == VoucherStatus.REDEEMED:
         raise VoucherAlreadyRedeemed("The voucher was already redeemed.")
     moment = int(at.timestamp())
-    expired_status = voucher.status == "expired" and not offline
+    expired_status = voucher.status == VoucherStatus.EXPIRED and not offline
     if expired_status or at >= voucher.expires_at or claims.time_verdict(moment) == "voucher_expired":
         raise VoucherExpired("The voucher has expired.")
     if at < voucher.valid_from or claims.time_verdict(moment) == "voucher_not_yet_valid":
@@ -397,7 +421,7 @@ def _rows(
         eligible_total_fen=v.eligible_total_fen,
         discount_fen=v.discount_fen,
         clawed_back_fen=0,
-        status="active",
+        status=check_transition(None, RedemptionStatus.ACTIVE),
         redeemed_at=a.at,
         receipt=receipt,
         source=source,
@@ -441,7 +465,7 @@ def _record(
     r, lines = _rows(a, merchant_id, req, redemption_id=redemption_id, receipt=receipt, source=source)
     payload = redemption_json(r, lines)
     body = encode_json(payload)
-    allowed = ("issued", "expired") if source == "offline" else ("issued",)
+    allowed = REDEEMABLE_FROM[source]
     facts = {
         "voucher_id": a.voucher.id,
         "order_id": req.order_id,
@@ -500,13 +524,13 @@ def _refusal(s: Session, voucher_id: str) -> NoReturn:
     current, recycled_at = s.execute(
         select(Voucher.status, Voucher.recycled_at).where(Voucher.id == voucher_id)
     ).one()
-    if current == "redeemed":
+    if current == VoucherStatus.REDEEMED:
         raise VoucherAlreadyRedeemed("The voucher was already redeemed.")
     if recycled_at is not None:
         # An offline till spent it before it expired, but its value has since gone back to the pool
         # and may be spent again: a double spend for reconciliation, not a plain refusal.
         raise VoucherAlreadyRedeemed("The voucher expired and its value was recycled to the pool.")
-    if current == "void":
+    if current == VoucherStatus.VOID:
         raise VoucherVoid("The voucher was voided.")
     raise VoucherExpired("The voucher has expired.")
 

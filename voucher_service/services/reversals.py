@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from voucher_service.adapters.db.models import Redemption, RedemptionLine, Reversal, RevocationEvent, Voucher
 from voucher_service.domain.eligibility import remaining_eligible_total_fen, reversal_clawback_fen
 from voucher_service.domain.errors import Forbidden, InvalidState, NotFound, ValidationFailed
+from voucher_service.domain.states import RedemptionStatus, VoucherStatus, check_transition
 from voucher_service.services import audit_log, idempotency, ledger, voucher_status
 from voucher_service.services.context import ServiceContext
 from voucher_service.services.idempotency import KeyedRequest, Once, StoredResponse
@@ -66,7 +67,7 @@ def reverse_redemption(
             raise NotFound(f"No redemption {redemption_id}.")
         if r.merchant_id != merchant_id:
             raise Forbidden("Only the merchant that redeemed the voucher may reverse it.")
-        if r.status != "active":
+        if r.status != RedemptionStatus.ACTIVE:
             raise InvalidState("This redemption was already reversed in full.")
         lines = list(
             s.scalars(
@@ -162,10 +163,12 @@ def _apply_returns(
 def _claw_back(s: Session, r: Redemption, voucher: Voucher, clawback: int, now: dt.datetime) -> None:
     """Take the whole discount back: the voucher returns to its holder, or to expired when its time is up."""
     assert voucher.expires_at is not None
-    r.status = "reversed"
+    r.status = check_transition(r.status, RedemptionStatus.REVERSED)
     r.clawed_back_fen = clawback
     restored = voucher.expires_at > now
-    voucher.status = "issued" if restored else "expired"
+    voucher.status = check_transition(
+        voucher.status, VoucherStatus.ISSUED if restored else VoucherStatus.EXPIRED
+    )
     voucher.status_changed_at = now
     ledger.move(
         s,

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from voucher_service.adapters.db.engine import is_postgres
 from voucher_service.adapters.db.models import AuditEntry, HolderClaimCount, LedgerEntry, Program, Voucher
 from voucher_service.adapters.db.rows import built_once, insert_row, param, row_params, table_of
+from voucher_service.domain.states import ProgramStatus, VoucherStatus
 
 _COUNTS = table_of(HolderClaimCount)
 _VOUCHERS = table_of(Voucher)
@@ -48,8 +49,8 @@ _POOL = (
     .where(
         Voucher.program_id == bindparam("program_id"),
         Voucher.tier_code == bindparam("tier_code"),
-        Voucher.status == "available",
-        Program.status == "active",
+        Voucher.status == VoucherStatus.AVAILABLE,
+        Program.status == ProgramStatus.ACTIVE,
     )
     .limit(1)
 )
@@ -89,7 +90,7 @@ _ISSUED = tuple(IssuedVoucher.__dataclass_fields__)
 def _issue_voucher() -> Update:
     return (
         update(Voucher)
-        .where(Voucher.id == bindparam("voucher_id"), Voucher.status == "available")
+        .where(Voucher.id == bindparam("voucher_id"), Voucher.status == VoucherStatus.AVAILABLE)
         .values({name: param(_VOUCHERS, "v_", name) for name in _ISSUED})
     )
 

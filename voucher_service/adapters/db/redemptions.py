@@ -54,6 +54,7 @@ from voucher_service.adapters.db.models import (
 )
 from voucher_service.adapters.db.rows import built_once, columns, insert_row, row_params, table_of
 from voucher_service.domain.books import BUCKET_OF_REDEEMABLE_STATUS
+from voucher_service.domain.states import IdempotencyState, VoucherStatus
 
 
 class AlreadyRedeemed(Exception):
@@ -178,11 +179,11 @@ def _complete_key() -> Any:
         .where(
             IdempotencyRecord.merchant_id == bindparam("idem_merchant_id"),
             IdempotencyRecord.key == bindparam("idem_key"),
-            IdempotencyRecord.state == "in_progress",
+            IdempotencyRecord.state == IdempotencyState.IN_PROGRESS,
             IdempotencyRecord.locked_until == bindparam("idem_locked_until", type_=UTCDateTime),
         )
         .values(
-            state="done",
+            state=IdempotencyState.DONE,
             response_status=bindparam("idem_status"),
             response_body=bindparam("idem_body"),
         )
@@ -209,7 +210,7 @@ def _pg_redeem(idempotent: bool) -> Select[Any]:
     taken = (
         update(Voucher)
         .where(Voucher.id == locked.c.id)
-        .values(status="redeemed", status_changed_at=_now)
+        .values(status=VoucherStatus.REDEEMED, status_changed_at=_now)
         .returning(locked.c.status.label("from_status"))
         .cte("taken")
     )
@@ -250,7 +251,7 @@ SQLITE_TAKE = built_once(
         Voucher.expires_at > bindparam("at", type_=UTCDateTime),
         Voucher.recycled_at.is_(None),
     )
-    .values(status="redeemed", status_changed_at=_now)
+    .values(status=VoucherStatus.REDEEMED, status_changed_at=_now)
 )
 SQLITE_REDEMPTION = built_once(insert_row(_REDEMPTIONS, "r_"))
 SQLITE_LINE = built_once(insert(RedemptionLine))
