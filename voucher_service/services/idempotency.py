@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from voucher_service.adapters.db.engine import is_postgres
 from voucher_service.adapters.db.models import IdempotencyRecord
-from voucher_service.adapters.db.rows import built_once, insert_row, row_params, table_of
+from voucher_service.adapters.db.rows import OnDriver, built_once, insert_row, row_params, table_of
 from voucher_service.domain.errors import IdempotencyInProgress, IdempotencyKeyReused, VoucherServiceError
 from voucher_service.domain.states import IdempotencyState
 from voucher_service.services.context import ServiceContext
@@ -66,6 +66,7 @@ _taken = (
     .cte("taken")
 )
 PG_TAKE_KEY = built_once(select(_locked.c.got, exists(_taken.select()).label("inserted")))
+_PG_TAKE_KEY = OnDriver(PG_TAKE_KEY)
 
 
 log = logging.getLogger(__name__)
@@ -433,12 +434,12 @@ class Once:
         lease = now + dt.timedelta(seconds=ctx.settings.idempotency_lease_s)
         digest = fingerprint(req.route, req.raw_body)
         params = _take_params(req, digest, now, lease, IdempotencyState.IN_PROGRESS, None, None)
-        row = session.connection().execute(PG_TAKE_KEY, params).one()
-        if not row.got:
+        got, inserted = _PG_TAKE_KEY.one(session.connection(), params)
+        if not got:
             raise IdempotencyInProgress(
                 "A request with this Idempotency-Key is still running; retry later.", retry_after=1
             )
-        if row.inserted:
+        if inserted:
             self.claim = IdempotencyClaim(req.merchant_id, req.key, lease)
             return None
         found = _judge(session, ctx, req.merchant_id, req.key, digest, now, lease)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from voucher_service.adapters.db.engine import is_postgres
 from voucher_service.adapters.db.models import AuditEntry, HolderClaimCount, LedgerEntry, Program, Voucher
-from voucher_service.adapters.db.rows import built_once, insert_row, param, row_params, table_of
+from voucher_service.adapters.db.rows import OnDriver, built_once, insert_row, param, row_params, table_of
 from voucher_service.domain.states import ProgramStatus, VoucherStatus
 
 _COUNTS = table_of(HolderClaimCount)
@@ -67,6 +67,7 @@ PG_RESERVE = built_once(
     )
 )
 SQLITE_POOL = built_once(_POOL.where())
+_PG_RESERVE = OnDriver(PG_RESERVE)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ def _pg_issue() -> Select[Any]:
 
 
 PG_ISSUE = built_once(_pg_issue())
+_PG_ISSUE = OnDriver(PG_ISSUE)
 
 
 class Reservation(NamedTuple):
@@ -140,8 +142,8 @@ def reserve(
     }
     conn = s.connection()
     if is_postgres(s):
-        row = conn.execute(PG_RESERVE, params).one()
-        return Reservation(bool(row.counted), row.voucher_id)
+        counted, voucher_id = _PG_RESERVE.one(conn, params)
+        return Reservation(bool(counted), voucher_id)
     if conn.execute(SQLITE_COUNT, params).first() is None:
         return Reservation(False, None)
     # No SKIP LOCKED here: BEGIN IMMEDIATE holds SQLite's write lock for the whole transaction.
@@ -158,7 +160,8 @@ def issue(s: Session, claim: Issue) -> None:
     }
     conn = s.connection()
     if is_postgres(s):
-        _check_taken(claim.voucher_id, int(conn.execute(PG_ISSUE, params).scalar_one()))
+        (taken,) = _PG_ISSUE.one(conn, params)
+        _check_taken(claim.voucher_id, int(taken))
         return
     _check_taken(claim.voucher_id, int(getattr(conn.execute(SQLITE_ISSUE, params), "rowcount", 0)))
     conn.execute(SQLITE_MOVE, params)

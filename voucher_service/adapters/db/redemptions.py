@@ -52,7 +52,7 @@ from voucher_service.adapters.db.models import (
     UTCDateTime,
     Voucher,
 )
-from voucher_service.adapters.db.rows import built_once, columns, insert_row, row_params, table_of
+from voucher_service.adapters.db.rows import OnDriver, built_once, columns, insert_row, row_params, table_of
 from voucher_service.domain.books import BUCKET_OF_REDEEMABLE_STATUS
 from voucher_service.domain.states import IdempotencyState, VoucherStatus
 
@@ -135,6 +135,9 @@ CHECKOUT_FACTS = built_once(
 )
 
 
+_PG_CHECKOUT_FACTS = OnDriver(CHECKOUT_FACTS)
+
+
 def products_of_gtins() -> Select[Any]:
     """The products (ProductFacts columns) of the 14-digit GTINs in the `gtins` array, with their GTIN."""
     product_cols = [CertifiedProduct.__table__.c[f] for f in ProductFacts._fields]
@@ -148,15 +151,20 @@ def products_of_gtins() -> Select[Any]:
 def checkout_facts(s: Session, voucher_id: str, merchant_id: str) -> CheckoutFacts | None:
     """The voucher, its programme, the merchant's enrolled channels and the registry version, in the
     session's transaction; None when there is no such voucher."""
-    row = (
-        s.connection().execute(CHECKOUT_FACTS, {"voucher_id": voucher_id, "merchant_id": merchant_id}).first()
-    )
+    params = {"voucher_id": voucher_id, "merchant_id": merchant_id}
+    conn = s.connection()
+    if is_postgres(s):
+        row = _PG_CHECKOUT_FACTS.first(conn, params)
+    else:
+        found = conn.execute(CHECKOUT_FACTS, params).first()
+        row = None if found is None else tuple(found)
     if row is None:
         return None
-    m = row._mapping
-    voucher = VoucherFacts(*[m[f] for f in _VOUCHER_FIELDS])
-    program = ProgramFacts(*[m[f"p_{f}"] for f in _PROGRAM_FIELDS])
-    return CheckoutFacts(voucher, program, m["merchant_channels"], int(m["registry_version"]))
+    # The statement's columns: the voucher's fields, the programme's, the channels, the version.
+    nv, np_ = len(_VOUCHER_FIELDS), len(_PROGRAM_FIELDS)
+    voucher = VoucherFacts(*row[:nv])
+    program = ProgramFacts(*row[nv : nv + np_])
+    return CheckoutFacts(voucher, program, row[nv + np_], int(row[nv + np_ + 1]))
 
 
 # ---------------------------------------------------------------- writing
@@ -240,6 +248,7 @@ def _pg_redeem(idempotent: bool) -> Select[Any]:
 
 PG_REDEEM = built_once(_pg_redeem(idempotent=False))
 PG_REDEEM_IDEMPOTENT = built_once(_pg_redeem(idempotent=True))
+_PG_WRITES = {False: OnDriver(PG_REDEEM), True: OnDriver(PG_REDEEM_IDEMPOTENT)}
 
 SQLITE_COMPLETE = built_once(_complete_key())
 SQLITE_TAKE = built_once(
@@ -326,9 +335,8 @@ def write_redemption(s: Session, w: RedemptionWrite) -> Written:
             lines = [row_params(_LINES, "", x) for x in w.lines]
             params.update({f"l_{c.name}": [x[c.name] for x in lines] for c in _LINE_COLUMNS})
             params["allowed"] = list(w.allowed)
-            statement = PG_REDEEM if w.completion is None else PG_REDEEM_IDEMPOTENT
-            row = conn.execute(statement, params).one()
-            return Written(bool(row.finished), row.from_status)
+            finished, from_status = _PG_WRITES[w.completion is not None].one(conn, params)
+            return Written(bool(finished), from_status)
         return _write_step_by_step(s, w, params)
     except IntegrityError as exc:
         if "uq_redemptions_active_voucher" not in str(exc.orig) and "redemptions.voucher_id" not in str(
