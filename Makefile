@@ -57,6 +57,7 @@ bench: install services
 	$(PY) benchmarks/claims.py
 	$(PY) benchmarks/redemptions.py
 	$(PY) benchmarks/offline_verify.py
+	$(PY) benchmarks/offline_sync.py
 	$(PY) benchmarks/reconcile.py
 
 # Before the first release only: rebuild the initial migration from the models.

@@ -8,14 +8,15 @@ the records made since the terminal's last upload before them), whatever the til
 from __future__ import annotations
 
 import datetime as dt
+import random
 from typing import Any
 
 import pytest
 
 from tests.helpers import Admin, MerchantCaller, issue_test_voucher
 from tests.integration.test_offline_sync import CSV, Till, register, upload
-from voucher_service.adapters.db.models import Terminal
-from voucher_service.services import registry
+from voucher_service.adapters.db.models import OfflineRecord, Terminal
+from voucher_service.services import offline_sync, registry
 
 
 def _at(moment: dt.datetime) -> str:
@@ -109,6 +110,99 @@ def test_uploading_one_record_at_a_time_does_not_reset_the_cap(ctx: Any, shop: A
     later = _record(ctx, till, program["id"], t0 + dt.timedelta(seconds=62), "after-sync")
     ctx.clock = lambda: t0 + dt.timedelta(seconds=70)
     assert upload(merchant, till.terminal_id, [later]) == [(4, "accepted", None)]
+
+
+def test_an_offline_period_uploaded_in_two_parts_is_capped_as_one(ctx: Any, shop: Any) -> None:
+    merchant, till, program = shop(max_offline_fen_per_terminal=10_000)  # two T50 vouchers
+    t0 = ctx.now()
+    made_offline = [
+        _record(ctx, till, program["id"], t0 + dt.timedelta(seconds=10 + i), f"o-{i}") for i in range(4)
+    ]
+    # Three made after the first part was received, one after the second: issued beforehand.
+    later = [_record(ctx, till, program["id"], t0 + dt.timedelta(seconds=s), f"l-{s}") for s in (65, 66, 75)]
+    ctx.clock = lambda: t0 + dt.timedelta(seconds=60)
+    assert upload(merchant, till.terminal_id, made_offline[:2]) == [
+        (1, "accepted", None),
+        (2, "accepted", None),
+    ]
+    # Made before the first part was received: the same period, whose first two records are stored.
+    ctx.clock = lambda: t0 + dt.timedelta(seconds=70)
+    assert upload(merchant, till.terminal_id, made_offline[2:]) == [
+        (3, "rejected", "offline_limit_exceeded"),
+        (4, "rejected", "offline_limit_exceeded"),
+    ]
+    # After the first part (received at 60 s): a new period. The one made at 75 s belongs to the period
+    # after the second part (received at 70 s), which the two made at 65 and 66 s already fill, though
+    # they are stored by the same upload.
+    ctx.clock = lambda: t0 + dt.timedelta(seconds=80)
+    assert upload(merchant, till.terminal_id, later) == [
+        (5, "accepted", None),
+        (6, "accepted", None),
+        (7, "rejected", "offline_limit_exceeded"),
+    ]
+
+
+def test_an_uploads_offline_periods_are_the_periods_the_database_holds(ctx: Any) -> None:
+    """The rules of one upload keep what it stored and read only the records before it: the discount of
+    each record's period must be the one read from all stored records, whatever the record times, the
+    receiving clock (here it also runs backwards) or another upload storing records in between."""
+    rng = random.Random(20261203)
+    merchant_id, terminal_id, programs = "mch_period", "till-period", ("p-1", "p-2")
+    t0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+
+    received: list[dt.datetime] = []
+
+    def store(seq: int, received_at: dt.datetime) -> offline_sync._PeriodRow:
+        received.append(received_at)
+        row = offline_sync._PeriodRow(
+            seq,
+            received_at,
+            rng.choice(programs),
+            rng.choice(["accepted", "accepted", "rejected"]),
+            100 * seq,
+        )
+        with ctx.sessions.begin() as s:
+            s.add(
+                OfflineRecord(
+                    merchant_id=merchant_id,
+                    terminal_id=terminal_id,
+                    seq=seq,
+                    record_hash=f"{seq:064x}",
+                    prev_hash=f"{seq - 1:064x}",
+                    program_id=row.program_id,
+                    discount_fen=row.discount_fen,
+                    payload={},
+                    status=row.status,
+                    received_at=received_at,
+                )
+            )
+        return row
+
+    def from_database(program_id: str, at: dt.datetime) -> int:
+        with ctx.sessions() as s:
+            synced = offline_sync._synced_through(s, merchant_id, terminal_id, at, None)
+            return offline_sync._accepted_discount_fen(s, merchant_id, terminal_id, program_id, synced, None)
+
+    seq, checked = 0, 0
+    for upload_no in range(12):
+        started = t0 + dt.timedelta(minutes=10 * upload_no + rng.randrange(8))
+        rules = offline_sync.offline_rules(merchant_id, terminal_id, started)
+        for _ in range(rng.randrange(1, 9)):
+            if rng.random() < 0.2:  # another upload of the terminal stores one in between
+                seq += 1
+                store(seq, started + dt.timedelta(seconds=rng.randrange(-30, 30)))
+            at = started - dt.timedelta(minutes=rng.randrange(0, 45), seconds=rng.randrange(60))
+            if received and rng.random() < 0.3:  # just when a record was received
+                at = rng.choice(received[-10:])
+            program_id = rng.choice(programs)
+            with ctx.sessions() as s:
+                rules.chain_head(seq)
+                got = rules._period_discount_fen(s, program_id, min(at, started))
+            assert got == from_database(program_id, min(at, started)), (upload_no, seq, at)
+            checked += got > 0
+            seq += 1
+            rules.stored(store(seq, started + dt.timedelta(seconds=rng.randrange(-5, 10))))
+    assert checked > 10  # the periods were not all empty
 
 
 def test_a_record_dated_beyond_max_offline_hours_after_the_last_refresh_is_rejected(

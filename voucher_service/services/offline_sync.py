@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -245,18 +245,16 @@ def _judge(
     public_key: ec.EllipticCurvePublicKey,
     record: UploadedRecord,
     actor: str,
-    rules: Callable[[Session, str, dt.datetime, int], None],
+    rules: OfflineRules,
 ) -> RecordResult:
     """Judge one record in its own transaction, the terminal's row locked."""
     from voucher_service.services import redemption  # late: the redemption service imports much
 
     now = ctx.now()
     with ctx.sessions.begin() as s:
-        s.execute(
-            select(Terminal.terminal_id)
-            .where(Terminal.merchant_id == merchant_id, Terminal.terminal_id == terminal_id)
-            .with_for_update()
-        )
+        # The lock loads the row; held here (the session's identity map holds rows weakly), the offline
+        # rules then read the terminal from the session, not with another statement.
+        locked = s.get(Terminal, (merchant_id, terminal_id), with_for_update=True)
         stored = s.get(OfflineRecord, (merchant_id, terminal_id, record.seq))
         if stored is not None:
             if stored.record_hash == record.record_hash:
@@ -264,6 +262,7 @@ def _judge(
             problem: str | None = SEQ_CONFLICT
         else:
             prev_seq, prev_hash = _chain_head(s, merchant_id, terminal_id)
+            rules.chain_head(prev_seq)
             problem = integrity_problem(record, prev_seq, prev_hash, public_key)
         if problem is not None:
             audit_log.record(
@@ -279,7 +278,8 @@ def _judge(
         status, code, redemption_id = redemption.record_offline_redemption(
             ctx, s, merchant_id, terminal_id, record.payload, rules
         )
-        s.add(_stored(merchant_id, terminal_id, record, status, code, redemption_id, now))
+        row = _stored(merchant_id, terminal_id, record, status, code, redemption_id, now)
+        s.add(row)
         audit_log.record(
             s,
             actor,
@@ -294,27 +294,76 @@ def _judge(
             },
             now,
         )
-        return RecordResult(record.seq, status, code, redemption_id)
+        stored_row = _PeriodRow(row.seq, now, row.program_id, row.status, row.discount_fen)
+        del locked
+    rules.stored(stored_row)  # committed
+    return RecordResult(record.seq, status, code, redemption_id)
 
 
 # ---------------------------------------------------------------- the server's offline rules
 
 
-def offline_rules(
-    merchant_id: str, terminal_id: str, upload_started: dt.datetime
-) -> Callable[[Session, str, dt.datetime, int], None]:
+def offline_rules(merchant_id: str, terminal_id: str, upload_started: dt.datetime) -> OfflineRules:
+    """The checks the server makes on the sound offline redemptions of one upload (OfflineRules)."""
+    return OfflineRules(merchant_id, terminal_id, upload_started)
+
+
+@dataclass(frozen=True)
+class _PeriodRow:
+    """What the offline period's rule reads of a stored record (as stored)."""
+
+    seq: int
+    received_at: dt.datetime
+    program_id: str | None
+    status: str
+    discount_fen: int
+
+
+class OfflineRules:
     """The checks the server makes on a sound offline redemption, whatever the till checked itself.
 
-    Called in seq order with the terminal's row locked, so the earliest records win:
+    Called (`rules(session, program_id, redeemed_at, discount_fen)`) in seq order with the terminal's
+    row locked, so the earliest records win:
     - dated inside a suspension of the programme -> ProgramNotActive (`program_not_active`);
     - dated more than `max_offline_hours` after the terminal's last refresh the server saw (its
       registration when it never refreshed) -> OfflineRefreshRequired (`offline_refresh_required`);
     - the discounts of this terminal's accepted records of the programme in the same offline period
       (the records after the last earlier upload received before this record's time), plus this one, over
       `max_offline_fen_per_terminal` -> OfflineLimitExceeded (`offline_limit_exceeded`).
+
+    One object judges one upload. The offline period is read from the database only as far as the
+    records stored before the upload's first record (the chain head then, `base`) and is cached per
+    record time; the records the upload stored itself after `base` are kept here as stored, so a record
+    costs the same however long the terminal's history or the upload is. That holds while the chain head
+    under the lock is `base` plus this upload's own records (`chain_head`, told before each record is
+    judged, checks it); when another upload of the terminal stored records in between, the period is
+    read from the database again from the new head.
     """
 
-    def check(s: Session, program_id: str, at: dt.datetime, discount_fen: int) -> None:
+    def __init__(self, merchant_id: str, terminal_id: str, upload_started: dt.datetime) -> None:
+        self.merchant_id, self.terminal_id, self.upload_started = merchant_id, terminal_id, upload_started
+        self._base: int | None = None  # the chain head the database's part of the period ends at
+        self._mine: list[_PeriodRow] = []  # what this upload stored after `_base`, in seq order
+        self._synced: dict[dt.datetime, int] = {}  # _synced_through(at) of the records up to `_base`
+        self._all_synced_from: dt.datetime | None = None  # from this `at` on, all of them are
+        self._spent: dict[tuple[str, int], int] = {}  # the discount in (synced, _base], by programme
+
+    def chain_head(self, seq: int) -> None:
+        """The terminal's chain head, read under its row lock before a record is judged."""
+        if self._base is None or seq != self._base + len(self._mine):
+            self._base, self._mine = seq, []
+            self._synced.clear()
+            self._spent.clear()
+            self._all_synced_from = None
+
+    def stored(self, row: _PeriodRow) -> None:
+        """A record this upload stored (committed): the next one on the chain head it was told of."""
+        if self._base is not None and row.seq == self._base + len(self._mine) + 1:
+            self._mine.append(row)
+        else:
+            self._base = None  # not known to follow: the next record is told the head again
+
+    def __call__(self, s: Session, program_id: str, at: dt.datetime, discount_fen: int) -> None:
         program = s.get(Program, program_id)
         assert program is not None  # the redemption's checks found it
         suspended = s.scalar(
@@ -330,7 +379,7 @@ def offline_rules(
             raise ProgramNotActive(
                 f"The programme was suspended at {rfc3339(suspended)}, before this record."
             )
-        terminal = s.get(Terminal, (merchant_id, terminal_id))
+        terminal = s.get(Terminal, (self.merchant_id, self.terminal_id))
         assert terminal is not None
         since = terminal.last_refresh_at or terminal.created_at
         if at > since + dt.timedelta(hours=program.max_offline_hours):
@@ -338,7 +387,7 @@ def offline_rules(
                 f"The record is dated more than the programme's {program.max_offline_hours} h after the "
                 f"terminal's last refresh ({rfc3339(since)})."
             )
-        spent = _offline_period_discount_fen(s, merchant_id, terminal_id, program_id, min(at, upload_started))
+        spent = self._period_discount_fen(s, program_id, min(at, self.upload_started))
         cap = program.max_offline_fen_per_terminal
         if spent + discount_fen > cap:
             raise OfflineLimitExceeded(
@@ -346,30 +395,76 @@ def offline_rules(
                 f"fen, over the programme's {cap} fen per terminal."
             )
 
-    return check
-
-
-def _offline_period_discount_fen(
-    s: Session, merchant_id: str, terminal_id: str, program_id: str, at: dt.datetime
-) -> int:
-    """Accepted offline discount of the terminal and programme since its last upload before `at` (an
-    earlier upload: the caller caps `at` at the current upload's start, whose own records never count
-    as a boundary, however the till's clock runs)."""
-    mine = (OfflineRecord.merchant_id == merchant_id, OfflineRecord.terminal_id == terminal_id)
-    # The records stored by an upload received before `at` had all been made before it: a later record
-    # belongs to a new offline period. Records are stored in seq order, so the period is a seq range.
-    synced_through = s.scalar(
-        select(func.max(OfflineRecord.seq)).where(*mine, OfflineRecord.received_at < at)
-    )
-    total = s.scalar(
-        select(func.coalesce(func.sum(OfflineRecord.discount_fen), 0)).where(
-            *mine,
-            OfflineRecord.program_id == program_id,
-            OfflineRecord.status == OfflineVerdict.ACCEPTED,
-            OfflineRecord.seq > (synced_through or 0),
+    def _period_discount_fen(self, s: Session, program_id: str, at: dt.datetime) -> int:
+        """Accepted offline discount of the terminal and programme since its last upload before `at` (an
+        earlier upload: `at` is capped at the current upload's start, whose own records never count as a
+        boundary, however the till's clock runs)."""
+        base = self._base
+        if base is None:  # not told the chain head: all from the database
+            synced = _synced_through(s, self.merchant_id, self.terminal_id, at, None)
+            return _accepted_discount_fen(s, self.merchant_id, self.terminal_id, program_id, synced, None)
+        synced = self._synced_through_base(s, base, at)
+        for row in reversed(self._mine):  # this upload's own records, after `base`
+            if row.received_at < at:
+                synced = row.seq
+                break
+        spent = sum(
+            r.discount_fen
+            for r in self._mine
+            if r.seq > synced and r.program_id == program_id and r.status == OfflineVerdict.ACCEPTED
         )
+        if synced < base:
+            key = (program_id, synced)
+            if key not in self._spent:
+                self._spent[key] = _accepted_discount_fen(
+                    s, self.merchant_id, self.terminal_id, program_id, synced, base
+                )
+            spent += self._spent[key]
+        return spent
+
+    def _synced_through_base(self, s: Session, base: int, at: dt.datetime) -> int:
+        # Stored records are never changed and the chain only grows, so what is known of the records up
+        # to `base` stays true for the whole upload; the answer only grows with `at`, up to `base`.
+        if base == 0 or (self._all_synced_from is not None and at >= self._all_synced_from):
+            return base
+        if at not in self._synced:
+            self._synced[at] = _synced_through(s, self.merchant_id, self.terminal_id, at, base)
+            if self._synced[at] == base:
+                self._all_synced_from = at
+        return self._synced[at]
+
+
+def _synced_through(s: Session, merchant_id: str, terminal_id: str, at: dt.datetime, upto: int | None) -> int:
+    """The last seq (up to `upto`) the terminal's uploads received before `at` had stored, 0 if none.
+
+    The records stored by an upload received before `at` had all been made before it: a later record
+    belongs to a new offline period. Records are stored in seq order, so the period is a seq range.
+    Read backwards along the primary key from `upto`: only the records received since `at` are passed."""
+    query = select(OfflineRecord.seq).where(
+        OfflineRecord.merchant_id == merchant_id,
+        OfflineRecord.terminal_id == terminal_id,
+        OfflineRecord.received_at < at,
     )
-    return int(total or 0)
+    if upto is not None:
+        query = query.where(OfflineRecord.seq <= upto)
+    return int(s.scalar(query.order_by(OfflineRecord.seq.desc()).limit(1)) or 0)
+
+
+def _accepted_discount_fen(
+    s: Session, merchant_id: str, terminal_id: str, program_id: str, after: int, upto: int | None
+) -> int:
+    """The accepted discount of the terminal's records of the programme with seq in (after, upto]
+    (index ix_offline_period: only those records are read)."""
+    query = select(func.coalesce(func.sum(OfflineRecord.discount_fen), 0)).where(
+        OfflineRecord.merchant_id == merchant_id,
+        OfflineRecord.terminal_id == terminal_id,
+        OfflineRecord.program_id == program_id,
+        OfflineRecord.status == OfflineVerdict.ACCEPTED,
+        OfflineRecord.seq > after,
+    )
+    if upto is not None:
+        query = query.where(OfflineRecord.seq <= upto)
+    return int(s.scalar(query) or 0)
 
 
 def record_terminal_refresh(ctx: ServiceContext, merchant_id: str, terminal_id: str) -> bool:

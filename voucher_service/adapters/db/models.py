@@ -469,7 +469,11 @@ class OfflineRecord(Base):
     redemption_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
 
-    __table_args__ = (Index("ix_offline_conflicts", "program_id", "status"),)
+    __table_args__ = (
+        Index("ix_offline_conflicts", "program_id", "status"),
+        # A terminal's accepted discount of a programme over a seq range (its offline period).
+        Index("ix_offline_period", "merchant_id", "terminal_id", "program_id", "status", "seq"),
+    )
 
 
 # ---------------------------------------------------------------- books
