@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import array
+import sys
+
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 _INDEX = {c: i for i, c in enumerate(ALPHABET)}
+# The two characters of every value below 45 * 45, least significant first (a word's low part).
+_PAIRS = [ALPHABET[i % 45] + ALPHABET[i // 45] for i in range(45 * 45)]
 
 
 def b45encode(data: bytes) -> str:
-    """Encode bytes as Base45 text."""
-    out: list[str] = []
-    for i in range(0, len(data) - 1, 2):
-        n = data[i] * 256 + data[i + 1]
-        c, n = divmod(n, 45 * 45)
-        e, d = divmod(n, 45)
-        out += (ALPHABET[d], ALPHABET[e], ALPHABET[c])
-    if len(data) % 2:
-        e, d = divmod(data[-1], 45)
-        out += (ALPHABET[d], ALPHABET[e])
+    """Encode bytes as Base45 text: each big-endian 16-bit word n as the three characters of
+    n % 45, n // 45 % 45 and n // 2025; a last odd byte as two."""
+    even = len(data) - len(data) % 2
+    words = array.array("H", data[:even])
+    if sys.byteorder == "little":
+        words.byteswap()  # the words are big-endian
+    out = [_PAIRS[n % 2025] + ALPHABET[n // 2025] for n in words]
+    if even != len(data):
+        out.append(_PAIRS[data[-1]])
     return "".join(out)
 
 
