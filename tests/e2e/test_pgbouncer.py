@@ -16,7 +16,6 @@ from sqlalchemy.engine import make_url
 from benchmarks._server import gunicorn_server, server_log, settings_env
 from tests.conftest import REDIS_URL, make_settings, prepare
 from tests.e2e.test_claim_storm import _check, _seed, _server_env, _storm
-
 from tests.helpers import Admin
 from tests.scale_load import MixedLoad, check_books, open_shop
 from tests.scale_support import PgBouncer, pgbouncer
