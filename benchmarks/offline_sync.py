@@ -22,16 +22,14 @@ transaction rolled back) and prints the plans of those that read the most buffer
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import hashlib
 import json
 import os
 import secrets
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,11 +37,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg  # noqa: E402
-from sqlalchemy import Engine, create_engine, event, text  # noqa: E402
+from sqlalchemy import Engine, event, text  # noqa: E402
 
 from benchmarks import redemptions as redemptions_bench  # noqa: E402
 from benchmarks._load import signed_headers  # noqa: E402
-from benchmarks._server import PG_ADMIN_URL, REDIS_URL  # noqa: E402
+from benchmarks._server import PG_ADMIN_URL, REDIS_URL, throwaway_settings  # noqa: E402
 from voucher_service.adapters import signing  # noqa: E402
 from voucher_service.adapters.db.migrate import upgrade  # noqa: E402
 from voucher_service.config import Settings  # noqa: E402
@@ -58,31 +56,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 FACE_FEN, MIN_SPEND_FEN = redemptions_bench.FACE_FEN, redemptions_bench.MIN_SPEND_FEN
 TERMINAL = "till-bench-1"
 COUNTERS = ("tup_fetched", "tup_returned", "blks_hit", "blks_read", "xact_commit")
-
-
-@contextlib.contextmanager
-def throwaway_settings(pg_admin_url: str, redis_url: str) -> Iterator[Settings]:
-    """Production-like Settings on a fresh database `offsync_bench_*`, dropped afterwards."""
-    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
-    db = f"offsync_bench_{secrets.token_hex(4)}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{db}"'))
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            yield Settings(
-                database_url=pg_admin_url.rsplit("/", 1)[0] + "/" + db,
-                redis_url=redis_url,
-                env="production",
-                secret_key=secrets.token_urlsafe(48),
-                signing_key_passphrase=secrets.token_urlsafe(24),
-                sms_outbox=None,
-                var_dir=Path(tmp),
-                redis_prefix=f"offsync:{secrets.token_hex(4)}:",
-            )
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @dataclass
@@ -444,7 +417,7 @@ def main() -> int:
     parser.add_argument("--pg-admin-url", default=PG_ADMIN_URL)
     parser.add_argument("--redis-url", default=REDIS_URL)
     args = parser.parse_args()
-    with throwaway_settings(args.pg_admin_url, args.redis_url) as settings:
+    with throwaway_settings(args.pg_admin_url, args.redis_url, "offsync") as settings:
         return run(args, settings)
 
 
