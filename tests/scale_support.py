@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -153,11 +154,28 @@ class RedisClusterNodes:
         return f"redis+cluster://127.0.0.1:{self.ports[0]}"
 
     def start(self) -> None:
+        """Start the nodes and join them into a cluster. A `--cluster create` that fails is retried once on
+        fresh nodes and ports, with a warning that carries what each node knew, held and logged (CI once
+        saw a node called "not empty" that this harness had just started, and no trace was left of why)."""
+        try:
+            self._start_once()
+        except AssertionError as first:
+            warnings.warn(
+                f"Redis Cluster creation failed once, retrying on fresh nodes: {first}", stacklevel=2
+            )
+            self.stop()
+            self.workdir = self.workdir.with_name(self.workdir.name + "-retry")
+            self.ports = ports_from(REDIS_CLUSTER_PORTS, len(self.ports), spacing=10000)
+            self.procs = {}
+            self._start_once()
+
+    def _start_once(self) -> None:
         server, cli = binary("redis-server"), binary("redis-cli")
         for port in self.ports:
             self._spawn(server, port)
         for port in self.ports:
             wait_until(lambda p=port: self.node(p).ping(), f"redis node {port} answering")
+            self._check_ours(port)
         out = subprocess.run(
             [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports]]
             + ["--cluster-replicas", str(self.replicas), "--cluster-yes"],
@@ -165,8 +183,53 @@ class RedisClusterNodes:
             text=True,
             timeout=120,
         )
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:] + self._diagnosis()
         self.wait_healthy()
+
+    def _check_ours(self, port: int) -> None:
+        """The server answering on `port` is the one this harness started, and it is empty: a node another
+        process started on a port we chose would join our cluster, or refuse to."""
+        info = self.node(port).info()  # type: ignore[attr-defined]
+        proc = self.procs[port]
+        if info.get("process_id") != proc.pid:
+            raise AssertionError(
+                f"port {port} is answered by redis pid {info.get('process_id')}, not ours ({proc.pid}, "
+                f"{'exited ' + str(proc.returncode) if proc.poll() is not None else 'running'})"
+                + self._diagnosis()
+            )
+        known = self.node(port).execute_command("CLUSTER", "INFO")  # type: ignore[attr-defined]
+        known = known.decode() if isinstance(known, bytes) else str(known)
+        if "cluster_known_nodes:1\r\n" not in known + "\r\n" or info.get("db0"):
+            raise AssertionError(f"node {port}, just started, is not empty" + self._diagnosis())
+
+    def _diagnosis(self) -> str:
+        """What each node knows and holds, and the tail of its log, for a failure message."""
+        lines = []
+        for port, proc in self.procs.items():
+            lines.append(f"\n--- node {port} (pid {proc.pid}, exit {proc.poll()})")
+            try:
+                client = self.node(port)
+                known = client.execute_command("CLUSTER", "NODES")  # type: ignore[attr-defined]
+                lines.append(f"dbsize {client.dbsize()}; CLUSTER NODES:\n{known}")  # type: ignore[attr-defined]
+            except Exception as exc:
+                lines.append(f"not answering: {exc!r}")
+            log = self.workdir / str(port) / "redis.log"
+            if log.exists():
+                lines.append("log:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
+        held = (
+            subprocess.run(["ss", "-tanp"], capture_output=True, text=True).stdout
+            if shutil.which("ss")
+            else ""
+        )
+        lines.append(
+            "\nsockets on the ports:\n"
+            + "\n".join(
+                line
+                for line in held.splitlines()
+                if any(f":{p} " in line or f":{p + 10000} " in line for p in self.ports)
+            )[:4000]
+        )
+        return "\n".join(lines)[-12000:]
 
     def _spawn(self, server: str, port: int) -> None:
         node_dir = self.workdir / str(port)
