@@ -48,8 +48,7 @@ def service(pair: StreamingPair, tmp_path: Path) -> Iterator[tuple[Any, Any, Wor
         yield app, ctx, world
     finally:
         pair.sql(pair.replica_port, "SELECT pg_wal_replay_resume()")
-        ctx.replica_reads.replica.dispose()
-        ctx.engine.dispose()
+        ctx.close()
 
 
 def _redeem(world: World) -> str:

@@ -76,6 +76,13 @@ class ServiceContext:
             box=SecretBox(settings.secret_key),
         )
 
+    def close(self) -> None:
+        """Close every pooled database connection: the end of a script or a test (a gunicorn worker's
+        connections end with its process)."""
+        self.engine.dispose()
+        if self.replica_reads is not None:
+            self.replica_reads.replica.dispose()
+
     def read_session(self) -> Session:
         """A session for a read that may lag the primary by up to the replica's bound: reports, dashboards,
         listings. Never for money: a claim, a redemption or anything deciding one uses `sessions`."""
