@@ -407,7 +407,7 @@ def print_report(run: Run, sizes: list[dict[str, Any]], total_s: float) -> None:
     n = run.plan.t50 + run.plan.t20
     print("\n== phases ==")
     print(
-        f"{'phase':<12} {'count':>10} {'seconds':>8} {'per s':>8}  CPU ms/op: gunicorn postgres  redis client"
+        f"{'phase':<12} {'count':>10} {'seconds':>8} {'per s':>8}  CPU ms/op: gunicorn postgres  redis client  pg server"
     )
     for p in run.phases:
         c = p["count"] or 1
@@ -415,7 +415,7 @@ def print_report(run: Run, sizes: list[dict[str, Any]], total_s: float) -> None:
         print(
             f"{p['phase']:<12} {p['count']:>10,} {p['seconds']:>8.1f} {p['count'] / p['seconds']:>8,.0f}  "
             f"{' ' * 10}{1000 * cpu['gunicorn'] / c:>8.3f} {1000 * cpu['postgres'] / c:>8.3f} "
-            f"{1000 * cpu['redis'] / c:>6.3f} {1000 * cpu['client'] / c:>6.3f}"
+            f"{1000 * cpu['redis'] / c:>6.3f} {1000 * cpu['client'] / c:>6.3f} {1000 * cpu['pg server'] / c:>10.3f}"
         )
     print(f"total {total_s:.1f} s ({total_s / 60:.1f} min)")
     print(f"\n== table sizes after the run (bytes per voucher of the programme's {n:,}) ==")

@@ -17,6 +17,7 @@ import hmac
 import json
 import os
 import secrets
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -248,12 +249,20 @@ def children(pid: int) -> list[int]:
 
 @dataclass
 class CpuMeter:
-    """CPU seconds per group of processes between start() and stop()."""
+    """CPU seconds per group of processes between start() and stop().
+
+    The groups are sampled every `interval` seconds while the phase runs, so a process that ends inside
+    the phase counts up to its last sample (a pool's overflow or recycled PostgreSQL connection, an
+    autovacuum worker); one that appears counts from zero."""
 
     groups: dict[str, Callable[[], Iterable[int]]]
+    interval: float = 1.0
     before: dict[str, dict[int, int]] = field(default_factory=dict)
+    last: dict[str, dict[int, int]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     wall: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _sampler: threading.Thread | None = None
 
     def _sample(self) -> dict[str, dict[int, int]]:
         out: dict[str, dict[int, int]] = {}
@@ -266,18 +275,31 @@ class CpuMeter:
             out[name] = ticks
         return out
 
+    def _remember(self, seen: dict[str, dict[int, int]]) -> None:
+        for name, ticks in seen.items():
+            self.last.setdefault(name, {}).update(ticks)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._remember(self._sample())
+
     def start(self) -> CpuMeter:
         self.before = self._sample()
+        self.last = {name: dict(ticks) for name, ticks in self.before.items()}
         self.wall = time.monotonic()
+        self._stop.clear()
+        self._sampler = threading.Thread(target=self._run, name="cpu-meter", daemon=True)
+        self._sampler.start()
         return self
 
     def stop(self) -> CpuMeter:
-        after = self._sample()
+        self._stop.set()
+        if self._sampler is not None:
+            self._sampler.join()
+        self._remember(self._sample())
         self.wall = time.monotonic() - self.wall
-        for name, ticks in after.items():
+        for name, ticks in self.last.items():
             old = self.before.get(name, {})
-            # A process that appeared during the phase counts from zero; one that ended is lost (the
-            # pools keep their PostgreSQL connections, so few do).
             self.seconds[name] = sum(t - old.get(pid, 0) for pid, t in ticks.items()) / CLK_TCK
         return self
 

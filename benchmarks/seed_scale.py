@@ -255,6 +255,9 @@ class Meters:
         self.groups: dict[str, Callable[[], list[int]]] = {
             "gunicorn": self._gunicorn,
             "postgres": self._backends,
+            # The server's own processes (checkpointer, WAL writer, background writer): shared by every
+            # database, so they are this run's only on an otherwise idle server.
+            "pg server": self._server_processes,
             "redis": lambda: [redis_pid] if redis_pid else [],
             "client": lambda: [os.getpid()],
         }
@@ -270,6 +273,10 @@ class Meters:
             return list(
                 conn.scalars(text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": self.db_name})
             )
+
+    def _server_processes(self) -> list[int]:
+        with self.admin.connect() as conn:
+            return list(conn.scalars(text("SELECT pid FROM pg_stat_activity WHERE datname IS NULL")))
 
     def _db_stats(self) -> dict[str, int]:
         # This database's own counters (the server is shared: its WAL and bgwriter figures are not ours).
