@@ -160,12 +160,16 @@ class RedisClusterNodes:
         try:
             self._start_once()
         except AssertionError as first:
-            warnings.warn(
-                f"Redis Cluster creation failed once, retrying on fresh nodes: {first}", stacklevel=2
-            )
+            with warnings.catch_warnings():
+                # The suite turns warnings into errors; this one is a report, and the retry must run.
+                warnings.simplefilter("always")
+                warnings.warn(
+                    f"Redis Cluster creation failed once, retrying on fresh nodes: {first}", stacklevel=2
+                )
             self.stop()
             self.workdir = self.workdir.with_name(self.workdir.name + "-retry")
-            self.ports = ports_from(REDIS_CLUSTER_PORTS, len(self.ports), spacing=10000)
+            fresh = range(max(self.ports) + 1, REDIS_CLUSTER_PORTS.stop)  # none of the failed nodes' ports
+            self.ports = ports_from(fresh, len(self.ports), spacing=10000)
             self.procs = {}
             self._start_once()
 
