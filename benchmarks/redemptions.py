@@ -435,7 +435,7 @@ def main() -> int:
     # A SIGTERM (timeout, a CI limit) unwinds like an exception: servers stopped, databases dropped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--vouchers", type=int, default=15_000, help="signed vouchers for the real route")
+    parser.add_argument("--vouchers", type=int, default=30_000, help="signed vouchers for the real route")
     parser.add_argument("--floor-pool", type=int, default=60_000, help="issued vouchers for the floor")
     parser.add_argument("--pg-pool", type=int, default=150_000, help="issued vouchers for pgbench")
     parser.add_argument("--prepare-rate", type=int, default=1_500, help="real requests prepared per second")
