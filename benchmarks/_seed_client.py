@@ -4,8 +4,8 @@
   asyncio loop, so that the client costs a few tens of microseconds per request and is not the limit;
   each answer is kept as (status, code, body) for the caller to read.
 - `CpuMeter`: CPU seconds of the processes that serve a phase (gunicorn's master and workers, the
-  PostgreSQL backends connected to the run's database, the Redis server, this client), read from
-  /proc/<pid>/stat at the start and the end of the phase.
+  PostgreSQL backends connected to the run's database and the server's own processes, the Redis server,
+  this client), read from /proc/<pid>/stat every second during the phase.
 - `machine_state`: load average and steal time, since the machine is shared.
 """
 
