@@ -261,8 +261,8 @@ class CpuMeter:
     last: dict[str, dict[int, int]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     wall: float = 0.0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _sampler: threading.Thread | None = None
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _sampler: threading.Thread | None = field(default=None, init=False, repr=False)
 
     def _sample(self) -> dict[str, dict[int, int]]:
         out: dict[str, dict[int, int]] = {}

@@ -751,7 +751,7 @@ def main() -> int:
                 books.check_invariants(run, ctx)
                 sizes = books.table_sizes(ctx, plan.t50 + plan.t20)
             finally:
-                ctx.engine.dispose()
+                ctx.close()
                 meters.admin.dispose()
     total = time.monotonic() - started
     books.print_report(run, sizes, total)

@@ -29,7 +29,7 @@ class CliState:
     def close(self) -> None:
         """Release the database connections when the command ends."""
         if self._ctx is not None:
-            self._ctx.engine.dispose()
+            self._ctx.close()
 
 
 pass_state = click.make_pass_decorator(CliState, ensure=True)
